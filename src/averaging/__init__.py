@@ -1,0 +1,1 @@
+"""Weight averaging of a model during training."""

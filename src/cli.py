@@ -1,0 +1,84 @@
+"""Command-line plumbing shared by the entry points: resolvers, override checks, error reporting."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from src.data.sources import DatasetNotFoundError
+from src.errors import UserError
+
+# Files Hydra writes into a run directory before the task starts.
+_HYDRA_ONLY = {".hydra", "train.log", "eval.log", "tune.log", "plots.log"}
+
+
+def run_name(override_dirname: str) -> str:
+    """A run directory name from Hydra's sorted 'key=value,...' overrides ('default' if none)."""
+    if not override_dirname:
+        return "default"
+    name = override_dirname.replace("/", "_")
+    if len(name) > 150:  # file names stop at 255 bytes; keep it readable and unique
+        name = name[:120] + "-" + hashlib.sha1(name.encode()).hexdigest()[:12]
+    return name
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("run_name"):
+        OmegaConf.register_new_resolver("run_name", run_name)
+
+
+def check_overrides(args: Sequence[str], conf_dir: Path) -> None:
+    """Exit with one line if an override picks an option that a config group does not have.
+
+    Hydra's own message spans a dozen lines; this one names the group and its options.
+    """
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        group = key.lstrip("+~").split("@", 1)[0]
+        folder = conf_dir / group
+        if group.startswith("hydra") or not folder.is_dir() or "(" in value:
+            continue
+        options = sorted(p.stem for p in folder.glob("*.yaml"))
+        for choice in value.split(","):
+            if choice not in options and choice != "null":
+                fail(f"unknown {group} '{choice}': choose one of {', '.join(options)} "
+                     f"(files in conf/{group}/)")
+
+
+def fail(message: str) -> None:
+    """Print one error line and exit with status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def report_user_errors(run_dir: Callable[[], Path | None]) -> Callable:
+    """Decorator: a UserError (or a missing dataset) becomes one line on stderr and exit status 2.
+
+    A run directory that holds nothing but what Hydra wrote for this failed start is removed, so a
+    bad command leaves no half-made run behind; anything older is left untouched.
+    """
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except (UserError, DatasetNotFoundError) as e:
+                folder = run_dir()
+                if folder is not None and folder.is_dir() and all(
+                        p.name in _HYDRA_ONLY for p in folder.iterdir()):
+                    shutil.rmtree(folder, ignore_errors=True)
+                fail(str(e))
+
+        return inner
+
+    return wrap

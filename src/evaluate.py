@@ -1,0 +1,29 @@
+"""Loss and accuracy of a model on a device-resident split, one host sync per call."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from src.data.loader import DeviceData
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: DeviceData) -> dict[str, float]:
+    """Mean cross-entropy ('loss') and top-1 accuracy in [0, 1] ('acc') over every sample of `data`.
+
+    The model is put in eval mode for the call and restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=data.x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=data.x.device)
+    for x, y in data.batches(None):
+        logits = model(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(dim=1) == y).sum()
+    model.train(was_training)
+    n = data.num_samples
+    loss, acc = torch.stack([loss_sum, correct.double()]).tolist()
+    return {"loss": loss / n, "acc": acc / n}

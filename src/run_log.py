@@ -1,0 +1,88 @@
+"""What a run writes: history.jsonl (one object per epoch), summary.json and TensorBoard events."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+HISTORY = "history.jsonl"
+SUMMARY = "summary.json"
+
+
+def clean(value: Any) -> Any:
+    """JSON has no NaN or Infinity: non-finite floats become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(clean(obj), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / HISTORY
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class RunLog:
+    """Writes history.jsonl and mirrors every number to TensorBoard (if enabled).
+
+    history: the records already written by the run being resumed (from its checkpoint); the
+    file is rewritten to exactly these, and TensorBoard events from optimizer step `step` on are
+    purged (every scalar is logged against the optimizer step).
+    """
+
+    def __init__(self, run_dir: Path, tensorboard: bool, history: list[dict], step: int) -> None:
+        self.run_dir = Path(run_dir)
+        self.history = list(history)
+        lines = "".join(json.dumps(clean(r), allow_nan=False) + "\n" for r in self.history)
+        tmp = self.run_dir / (HISTORY + ".tmp")
+        tmp.write_text(lines)
+        os.replace(tmp, self.run_dir / HISTORY)
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=step or None)
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self.writer is not None and math.isfinite(value):
+            self.writer.add_scalar(tag, value, step)
+
+    def append(self, record: dict) -> None:
+        """One epoch's record: appended to history.jsonl and logged as scalars at its last step."""
+        self.history.append(record)
+        with open(self.run_dir / HISTORY, "a") as f:
+            f.write(json.dumps(clean(record), allow_nan=False) + "\n")
+        for key, value in record.items():
+            if key != "step" and isinstance(value, int | float):
+                self.scalar(f"epoch/{key}", float(value), record["step"])
+
+    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        """Record the run in TensorBoard's HPARAMS tab (scalars only)."""
+        if self.writer is None:
+            return
+        hp = {k: v for k, v in hparams.items() if isinstance(v, bool | int | float | str)}
+        mt = {f"hparam/{k}": v for k, v in metrics.items()
+              if isinstance(v, int | float) and math.isfinite(v)}
+        self.writer.add_hparams(hp, mt, run_name=".")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

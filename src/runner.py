@@ -1,0 +1,225 @@
+"""Builds a run from its composed config, trains it (resuming if it can) and writes its summary."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import platform
+import re
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from src.averaging.ema import EMA, ema_name
+from src.checkpoint import FORMAT, load_checkpoint, save_atomic
+from src.data.bundle import DataBundle, build_data
+from src.errors import CheckpointError, ConfigError
+from src.evaluate import evaluate
+from src.run_log import SUMMARY, RunLog, read_json, write_json_atomic
+from src.trainer import RAW, Diverged, Trainer, TrainState, metric_prefix
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+FINISHED = ("completed", "diverged")
+# Settings that change where or how visibly a run happens, not its results.
+VOLATILE = ("device", "data_dir", "dataset.download", "dataset.source.root",
+            "dataset.source.download", "trainer.progress", "trainer.tensorboard")
+SPLITS = ("train", "val", "test")
+
+
+def resolve_device(spec: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; 'cpu', 'cuda', 'cuda:N' are checked."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    m = re.fullmatch(r"cuda(?::(\d+))?", str(spec))
+    if m is None:
+        raise ConfigError(f"device={spec} is not a device: use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device={spec} but no CUDA GPU is visible: use device=cpu or auto")
+    index = int(m.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"device={spec} but only {torch.cuda.device_count()} GPU(s) are "
+                          f"visible: use cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return torch.device(spec)
+
+
+def metric_names(cfg: DictConfig) -> list[str]:
+    """Every key that summary.json's metrics will hold for this config."""
+    names = [RAW] + [ema_name(d) for d in cfg.averaging.decays]
+    return [f"{metric_prefix(n)}{best}{split}_{m}" for n in names for best in ("", "best/")
+            for split in SPLITS for m in ("loss", "acc")]
+
+
+def check_config(cfg: DictConfig) -> None:
+    """One-line ConfigError for values the run cannot use."""
+    for key, low, high in (("num_bits", 1, 32), ("workers", 1, None), ("epochs", 1, None),
+                           ("batch_size", 1, None)):
+        value = cfg[key]
+        if not isinstance(value, int) or value < low or (high is not None and value > high):
+            span = f"{low}..{high}" if high is not None else f">= {low}"
+            raise ConfigError(f"{key}={value} is out of range: use an integer {span}")
+    names = metric_names(cfg)
+    if cfg.objective not in names:
+        raise ConfigError(f"objective={cfg.objective} is not a metric of this run: use one of "
+                          f"{', '.join(n for n in names if n.endswith('val_acc'))} (or another "
+                          f"<model/>[best/]<train|val|test>_<loss|acc>)")
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """Fingerprint of everything that determines a run's results."""
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    kept = {k: v for k, v in flat.items() if k not in VOLATILE}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(flatten(v, f"{prefix}{k}." if isinstance(v, dict) else f"{prefix}{k}"))
+    return out
+
+
+def worst_objective(name: str) -> float:
+    """What a sweep records for a diverged run: 0 for accuracies, +inf for losses."""
+    return 0.0 if name.endswith("acc") else math.inf
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "torch": torch.__version__,
+           "cuda": torch.version.cuda or "none"}
+    for pkg in ("torchvision", "hydra-core", "omegaconf", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def final_metrics(trainer: Trainer, state: TrainState, data: DataBundle) -> dict[str, float]:
+    """Final and best (lowest val loss) state of the raw and every averaged model on each split."""
+    metrics: dict[str, float] = {}
+    for name in trainer.model_names():
+        prefix = metric_prefix(name)
+        final = None if name == RAW else trainer.ema.state_of(name)
+        for tag, weights in (("", final), ("best/", state.best[name]["state"])):
+            module = trainer.module_with(weights)
+            for split in SPLITS:
+                m = evaluate(module, getattr(data, "train_eval" if split == "train" else split))
+                metrics[f"{prefix}{tag}{split}_loss"] = m["loss"]
+                metrics[f"{prefix}{tag}{split}_acc"] = m["acc"]
+        metrics[f"{prefix}best/epoch"] = state.best[name]["epoch"]
+    return metrics
+
+
+def run(cfg: DictConfig, run_dir: Path) -> float:
+    """Train the run described by `cfg` in `run_dir` and return its objective.
+
+    A run directory with a finished summary of the same config returns that summary's objective;
+    one with a checkpoint resumes from it and ends exactly where an uninterrupted run would.
+    """
+    t_start = time.perf_counter()
+    check_config(cfg)
+    device = resolve_device(cfg.device)
+    run_dir = Path(run_dir)
+    digest = config_digest(cfg)
+    summary_path, ckpt_path = run_dir / SUMMARY, run_dir / CHECKPOINT
+    if summary_path.exists():
+        done = read_json(summary_path)
+        if done.get("status") in FINISHED and done.get("config_digest") == digest:
+            log.info("run in %s already %s; objective %s", run_dir, done["status"],
+                     done["objective"])
+            objective = done["objective"]
+            return worst_objective(cfg.objective) if objective is None else objective
+    ckpt = load_checkpoint(ckpt_path, digest) if ckpt_path.exists() else None
+
+    torch.manual_seed(cfg.seed)
+    # workers > 1 without compression: averaging W per-worker gradients of B samples is one step
+    # on W*B samples.
+    data = build_data(cfg.dataset, cfg.batch_size * cfg.workers, cfg.trainer.eval_batch_size,
+                      device)
+    model = instantiate(cfg.model, input_shape=data.input_shape,
+                        num_classes=data.num_classes).to(device)
+    optimizer = instantiate(cfg.optimizer)(model.parameters())
+    scheduler = instantiate(cfg.scheduler)(optimizer, steps_per_epoch=len(data.train),
+                                           epochs=cfg.epochs)
+    ema = EMA(model, cfg.averaging.decays, cfg.averaging.warmup) if cfg.averaging.decays else None
+    state = TrainState()
+    history: list[dict] = []
+    if ckpt is not None:
+        history = restore(ckpt, model, optimizer, scheduler, ema, state, device, ckpt_path)
+        log.info("resuming %s from epoch %d (step %d)", run_dir, state.epoch, state.step)
+    run_log = RunLog(run_dir, cfg.trainer.tensorboard, history, state.step)
+
+    def save(s: TrainState) -> None:
+        if s.epoch % cfg.trainer.checkpoint_every == 0 or s.epoch == cfg.epochs:
+            save_atomic({"format": FORMAT, "config_digest": digest, "epoch": s.epoch,
+                         "step": s.step, "wall_s": s.wall_s, "best": s.best,
+                         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(),
+                         "ema": ema.state_dict() if ema is not None else None,
+                         "history": run_log.history}, ckpt_path)
+
+    trainer = Trainer(model, optimizer, scheduler, data, ema, run_log, cfg.seed, cfg.epochs,
+                      cfg.trainer.grad_clip, cfg.trainer.log_every, cfg.trainer.progress, save)
+    num_params = sum(p.numel() for p in model.parameters())
+    log.info("%s: %s parameters on %s, %d steps/epoch", cfg.model._target_, f"{num_params:,}",
+             device, len(data.train))
+    summary: dict[str, Any] = {"config_digest": digest, "num_params": num_params,
+                               "device": str(device), "versions": versions()}
+    try:
+        trainer.fit(state)
+    except Diverged as e:
+        log.warning("diverged: %s", e)
+        summary.update(status="diverged", metrics={}, objective=worst_objective(cfg.objective),
+                       error=str(e))
+    except BaseException as e:  # record why the run stopped, then let it propagate
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        summary.update(status=status, metrics={}, objective=None, error=repr(e),
+                       epochs_completed=state.epoch)
+        write_json_atomic(summary_path, summary)
+        run_log.close()
+        raise
+    else:
+        t_eval = time.perf_counter()
+        metrics = final_metrics(trainer, state, data)
+        summary.update(status="completed", metrics=metrics, objective=metrics[cfg.objective],
+                       final_eval_s=time.perf_counter() - t_eval)
+    summary.update(objective_name=cfg.objective, epochs_completed=state.epoch, step=state.step,
+                   train_wall_s=state.wall_s, total_s=time.perf_counter() - t_start)
+    write_json_atomic(summary_path, summary)
+    run_log.hparams(flatten(OmegaConf.to_container(cfg, resolve=True)), summary["metrics"])
+    run_log.close()
+    log.info("%s: %s = %s", summary["status"], cfg.objective, summary["objective"])
+    return summary["objective"]
+
+
+def restore(ckpt: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: torch.optim.lr_scheduler.LRScheduler, ema: EMA | None,
+            state: TrainState, device: torch.device, path: Path) -> list[dict]:
+    """Load a checkpoint into the freshly built objects; returns the history it holds."""
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
+        state.epoch, state.step, state.wall_s = ckpt["epoch"], ckpt["step"], ckpt["wall_s"]
+        state.best = {name: {**b, "state": {k: v.to(device) for k, v in b["state"].items()}}
+                      for name, b in ckpt["best"].items()}
+        return list(ckpt["history"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path} does not fit this run ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120]}): delete it to retrain") from None
