@@ -1,0 +1,59 @@
+"""Every config option composes; presets say what the seeds used; run names are stable."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from src.cli import run_name
+from src.runner import check_config, config_digest, run
+from tests.conftest import CONF, SMALL_FAKE, compose_train
+
+GROUPS = ["dataset", "model", "optimizer", "scheduler", "averaging", "compression", "experiment"]
+
+
+@pytest.mark.parametrize(("group", "option"), [
+    (g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))])
+def test_every_option_composes_and_passes_the_checks(group, option):
+    cfg = compose_train([f"{group}={option}"])
+    check_config(cfg)
+    OmegaConf.to_container(cfg, resolve=True)  # no dangling interpolation
+
+
+def test_figure1_preset_is_the_weight_averaging_study():
+    cfg = compose_train(["experiment=ema_resnet20_cifar10"])
+    assert cfg.model._target_.endswith("resnet20") and cfg.dataset.name == "cifar10"
+    assert (cfg.epochs, cfg.batch_size, cfg.optimizer.lr, cfg.optimizer.momentum) == (
+        180, 128, 0.1, 0.9)
+    assert list(cfg.averaging.decays) == [0.9, 0.99, 0.999, 0.9995, 0.9997]
+    assert (cfg.dataset.val_size, cfg.dataset.split_seed) == (5000, 1234)
+
+
+def test_debug_fast_overrides_a_preset():
+    cfg = compose_train(["experiment=ema_resnet20_cifar10", "debug=fast"])
+    assert cfg.epochs == 1 and cfg.dataset.train_limit == 256
+
+
+def test_digest_ignores_where_a_run_happens_but_not_what_it_does():
+    base = config_digest(compose_train([]))
+    assert config_digest(compose_train(["device=cpu", "data_dir=/elsewhere"])) == base
+    assert config_digest(compose_train(["optimizer.lr=0.2"])) != base
+
+
+def test_run_names_follow_the_overrides():
+    assert run_name("") == "default"
+    assert run_name("model=resnet20,seed=1") == "model=resnet20,seed=1"
+    assert "/" not in run_name("data_dir=/a/b")
+    long = run_name("x=" + "9" * 400)
+    assert len(long) < 160 and long != run_name("x=" + "9" * 401)
+
+
+@pytest.mark.parametrize("model", ["resnet20", "vit", "mnist_cnn", "vgg16_bn"])
+def test_each_model_family_trains_one_debug_epoch_in_process(tmp_path, model):
+    cfg = compose_train([*SMALL_FAKE, "debug=fast", f"model={model}", "device=cpu",
+                         "trainer.progress=false", "trainer.tensorboard=false"])
+    objective = run(cfg, tmp_path)
+    assert 0.0 <= objective <= 1.0
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["step"] == 256 // 32
