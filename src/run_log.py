@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 HISTORY = "history.jsonl"
+STEPS = "steps.jsonl"
 SUMMARY = "summary.json"
 
 
@@ -33,11 +34,21 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def read_history(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / HISTORY
+def read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    return read_jsonl(Path(run_dir) / HISTORY)
+
+
+def rewrite(path: Path, records: list[dict]) -> None:
+    """Replace a JSON-lines file with `records`, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(clean(r), allow_nan=False) + "\n" for r in records))
+    os.replace(tmp, path)
 
 
 class RunLog:
@@ -48,14 +59,18 @@ class RunLog:
     purged (every scalar is logged against the optimizer step).
     """
 
-    def __init__(self, run_dir: Path, tensorboard: bool, history: list[dict], step: int) -> None:
+    def __init__(self, run_dir: Path, tensorboard: bool, history: list[dict], step: int,
+                 write: bool = True) -> None:
         self.run_dir = Path(run_dir)
         self.history = list(history)
-        lines = "".join(json.dumps(clean(r), allow_nan=False) + "\n" for r in self.history)
-        tmp = self.run_dir / (HISTORY + ".tmp")
-        tmp.write_text(lines)
-        os.replace(tmp, self.run_dir / HISTORY)
+        self.write = write  # False on every rank but 0 of a torchrun job
         self.writer = None
+        if not write:
+            return
+        rewrite(self.run_dir / HISTORY, self.history)
+        steps = self.run_dir / STEPS  # per-interval records past the checkpoint are dropped
+        kept = [r for r in read_jsonl(steps) if r["step"] <= step] if step else []
+        rewrite(steps, kept)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -68,11 +83,20 @@ class RunLog:
     def append(self, record: dict) -> None:
         """One epoch's record: appended to history.jsonl and logged as scalars at its last step."""
         self.history.append(record)
-        with open(self.run_dir / HISTORY, "a") as f:
+        self._append(HISTORY, record, "epoch")
+
+    def append_step(self, record: dict) -> None:
+        """One log interval's record (train loss and accuracy over the interval, level usage)."""
+        self._append(STEPS, record, "step")
+
+    def _append(self, name: str, record: dict, group: str) -> None:
+        if not self.write:
+            return
+        with open(self.run_dir / name, "a") as f:
             f.write(json.dumps(clean(record), allow_nan=False) + "\n")
         for key, value in record.items():
             if key != "step" and isinstance(value, int | float):
-                self.scalar(f"epoch/{key}", float(value), record["step"])
+                self.scalar(f"{group}/{key}", float(value), record["step"])
 
     def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
         """Record the run in TensorBoard's HPARAMS tab (scalars only)."""

@@ -14,11 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
 
+from src import distributed
 from src.averaging.ema import EMA, ema_name
 from src.checkpoint import FORMAT, load_checkpoint, save_atomic
+from src.compression.exchange import GradientExchange, ddp_hook
 from src.data.bundle import DataBundle, build_data
 from src.errors import CheckpointError, ConfigError
 from src.evaluate import evaluate
@@ -33,6 +37,29 @@ FINISHED = ("completed", "diverged")
 VOLATILE = ("device", "data_dir", "dataset.download", "dataset.source.root",
             "dataset.source.download", "trainer.progress", "trainer.tensorboard")
 SPLITS = ("train", "val", "test")
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, with a component's own ValueError reported as one line."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, ValueError):
+            raise ConfigError(str(e.__cause__).splitlines()[0]) from None
+        raise
+
+
+def build_exchange(cfg: DictConfig) -> GradientExchange | None:
+    """The compression group's pieces, or None for `compression=none`."""
+    if cfg.get("compressor") is None:
+        return None
+    try:
+        return GradientExchange(build(cfg.compressor), aggregate=cfg.aggregate, tie=cfg.tie,
+                                worker_momentum=cfg.worker_momentum,
+                                error_feedback=cfg.error_feedback,
+                                count_levels=cfg.count_levels)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -132,7 +159,11 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     """
     t_start = time.perf_counter()
     check_config(cfg)
-    device = resolve_device(cfg.device)
+    dist_info, device = distributed.init(resolve_device(cfg.device))
+    if dist_info.enabled and cfg.workers != dist_info.world:
+        log.info("torchrun: %d processes are the workers (workers=%d ignored)", dist_info.world,
+                 cfg.workers)
+        cfg.workers = dist_info.world
     run_dir = Path(run_dir)
     digest = config_digest(cfg)
     summary_path, ckpt_path = run_dir / SUMMARY, run_dir / CHECKPOINT
@@ -150,35 +181,60 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     # on W*B samples.
     data = build_data(cfg.dataset, cfg.batch_size * cfg.workers, cfg.trainer.eval_batch_size,
                       device)
-    model = instantiate(cfg.model, input_shape=data.input_shape,
-                        num_classes=data.num_classes).to(device)
-    optimizer = instantiate(cfg.optimizer)(model.parameters())
-    scheduler = instantiate(cfg.scheduler)(optimizer, steps_per_epoch=len(data.train),
-                                           epochs=cfg.epochs)
+    model = build(cfg.model, input_shape=data.input_shape,
+                  num_classes=data.num_classes).to(device)
+    optimizer = build(cfg.optimizer)(model.parameters())
+    scheduler = build(cfg.scheduler)(optimizer, steps_per_epoch=len(data.train),
+                                     epochs=cfg.epochs)
     ema = EMA(model, cfg.averaging.decays, cfg.averaging.warmup) if cfg.averaging.decays else None
+    local_workers = [dist_info.rank] if dist_info.enabled else list(range(cfg.workers))
+    exchange = build_exchange(cfg.compression)
+    if exchange is not None:
+        exchange.setup(list(model.parameters()), cfg.workers, local_workers)
+    forward_model = model
+    if dist_info.enabled:
+        forward_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+        if exchange is not None:
+            forward_model.register_comm_hook(exchange, ddp_hook)
     state = TrainState()
     history: list[dict] = []
     if ckpt is not None:
-        history = restore(ckpt, model, optimizer, scheduler, ema, state, device, ckpt_path)
+        history = restore(ckpt, model, optimizer, scheduler, ema, exchange, state, device,
+                          ckpt_path)
         log.info("resuming %s from epoch %d (step %d)", run_dir, state.epoch, state.step)
-    run_log = RunLog(run_dir, cfg.trainer.tensorboard, history, state.step)
+    run_log = RunLog(run_dir, cfg.trainer.tensorboard, history, state.step,
+                     write=dist_info.is_main)
 
     def save(s: TrainState) -> None:
         if s.epoch % cfg.trainer.checkpoint_every == 0 or s.epoch == cfg.epochs:
-            save_atomic({"format": FORMAT, "config_digest": digest, "epoch": s.epoch,
-                         "step": s.step, "wall_s": s.wall_s, "best": s.best,
-                         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(),
-                         "ema": ema.state_dict() if ema is not None else None,
-                         "history": run_log.history}, ckpt_path)
+            exchange_state = exchange.state_dict() if exchange is not None else None  # all ranks
+            if dist_info.is_main:
+                save_atomic({"format": FORMAT, "config_digest": digest, "epoch": s.epoch,
+                             "step": s.step, "wall_s": s.wall_s, "best": s.best,
+                             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(),
+                             "ema": ema.state_dict() if ema is not None else None,
+                             "exchange": exchange_state, "history": run_log.history},
+                            ckpt_path)
 
     trainer = Trainer(model, optimizer, scheduler, data, ema, run_log, cfg.seed, cfg.epochs,
-                      cfg.trainer.grad_clip, cfg.trainer.log_every, cfg.trainer.progress, save)
+                      cfg.trainer, save, batch_size=cfg.batch_size, workers=cfg.workers,
+                      exchange=exchange, dist=dist_info, forward_model=forward_model)
     num_params = sum(p.numel() for p in model.parameters())
-    log.info("%s: %s parameters on %s, %d steps/epoch", cfg.model._target_, f"{num_params:,}",
-             device, len(data.train))
+    log.info("%s: %s parameters on %s, %d steps/epoch, %d worker(s)", cfg.model._target_,
+             f"{num_params:,}", device, len(data.train), cfg.workers)
     summary: dict[str, Any] = {"config_digest": digest, "num_params": num_params,
-                               "device": str(device), "versions": versions()}
+                               "device": str(device), "workers": cfg.workers,
+                               "processes": dist_info.world, "versions": versions()}
+    if exchange is not None:
+        summary["compression"] = {
+            "bits_per_element": exchange.bits, "levels": [exchange.low, exchange.high],
+            "payload_bytes_per_worker_step": exchange.payload_bytes,
+            "fp32_bytes_per_worker_step": exchange.fp32_bytes,
+            "compression_ratio": exchange.fp32_bytes / exchange.payload_bytes}
+    if not dist_info.is_main:
+        summary_path = None  # rank 0 alone writes
     try:
         trainer.fit(state)
     except Diverged as e:
@@ -189,7 +245,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         summary.update(status=status, metrics={}, objective=None, error=repr(e),
                        epochs_completed=state.epoch)
-        write_json_atomic(summary_path, summary)
+        if summary_path is not None:
+            write_json_atomic(summary_path, summary)
         run_log.close()
         raise
     else:
@@ -199,7 +256,10 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                        final_eval_s=time.perf_counter() - t_eval)
     summary.update(objective_name=cfg.objective, epochs_completed=state.epoch, step=state.step,
                    train_wall_s=state.wall_s, total_s=time.perf_counter() - t_start)
-    write_json_atomic(summary_path, summary)
+    if exchange is not None and dist_info.enabled:
+        summary["compression"]["bytes_sent_by_rank0"] = exchange.bytes_sent
+    if summary_path is not None:
+        write_json_atomic(summary_path, summary)
     run_log.hparams(flatten(OmegaConf.to_container(cfg, resolve=True)), summary["metrics"])
     run_log.close()
     log.info("%s: %s = %s", summary["status"], cfg.objective, summary["objective"])
@@ -208,7 +268,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
 
 def restore(ckpt: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             scheduler: torch.optim.lr_scheduler.LRScheduler, ema: EMA | None,
-            state: TrainState, device: torch.device, path: Path) -> list[dict]:
+            exchange: GradientExchange | None, state: TrainState, device: torch.device,
+            path: Path) -> list[dict]:
     """Load a checkpoint into the freshly built objects; returns the history it holds."""
     try:
         model.load_state_dict(ckpt["model"])
@@ -216,6 +277,8 @@ def restore(ckpt: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer
         scheduler.load_state_dict(ckpt["scheduler"])
         if ema is not None:
             ema.load_state_dict(ckpt["ema"])
+        if exchange is not None:
+            exchange.load_state_dict(ckpt["exchange"])
         state.epoch, state.step, state.wall_s = ckpt["epoch"], ckpt["step"], ckpt["wall_s"]
         state.best = {name: {**b, "state": {k: v.to(device) for k, v in b["state"].items()}}
                       for name, b in ckpt["best"].items()}

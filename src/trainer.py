@@ -14,11 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 from tqdm import tqdm
 
 from src.averaging.ema import EMA
+from src.compression.exchange import GradientExchange
 from src.data.bundle import DataBundle
+from src.distributed import Dist, all_sum
 from src.evaluate import evaluate
 from src.run_log import RunLog
 
@@ -59,21 +62,40 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 
 class Trainer:
-    """Trains `model` epoch by epoch; `on_epoch_end(state)` is called after each epoch's record."""
+    """Trains `model` epoch by epoch; `on_epoch_end(state)` is called after each epoch's record.
+
+    Workers: each optimizer step draws one batch of W x batch_size samples and worker w computes
+    its gradient on the w-th slice. Simulated workers (one process) run in turn and `exchange`
+    reduces their gradients; under torchrun this process is worker `dist.rank` and the exchange
+    runs inside `forward_model`'s DDP communication hook. Without compression, W simulated
+    workers are one pass over the whole W x batch_size batch (their mean gradient).
+    """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, data: DataBundle,
-                 ema: EMA | None, run_log: RunLog, seed: int, epochs: int, grad_clip: float | None,
-                 log_every: int, progress: bool,
-                 on_epoch_end: Callable[[TrainState], None]) -> None:
+                 ema: EMA | None, run_log: RunLog, seed: int, epochs: int, cfg: DictConfig,
+                 on_epoch_end: Callable[[TrainState], None], batch_size: int, workers: int = 1,
+                 exchange: GradientExchange | None = None, dist: Dist | None = None,
+                 forward_model: nn.Module | None = None) -> None:
+        dist = dist or Dist()
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.data, self.ema, self.run_log = data, ema, run_log
-        self.seed, self.epochs, self.grad_clip = seed, epochs, grad_clip
-        self.log_every, self.progress, self.on_epoch_end = max(1, log_every), progress, on_epoch_end
+        self.seed, self.epochs, self.on_epoch_end = seed, epochs, on_epoch_end
+        self.grad_clip = cfg.grad_clip
+        self.log_every, self.progress = max(1, cfg.log_every), cfg.progress
+        self.train_eval_every = cfg.get("train_eval_every", 0) or 0
+        self.batch_size, self.workers = batch_size, workers
+        self.exchange, self.dist = exchange, dist
+        self.forward_model = forward_model or model
+        self.local_workers = [dist.rank] if dist.enabled else list(range(workers))
+        self.simulated = exchange is not None and not dist.enabled
         self.loss_fn = nn.CrossEntropyLoss()
         # One extra copy of the model evaluates every averaged (or best) state in turn.
         self.shadow = copy.deepcopy(model).eval() if ema is not None else None
         self.device = next(model.parameters()).device
+        if self.simulated:  # gradients stay allocated: each worker's is copied out in turn
+            for p in model.parameters():
+                p.grad = torch.zeros_like(p)
 
     def model_names(self) -> list[str]:
         return [RAW] + (self.ema.names if self.ema is not None else [])
@@ -105,23 +127,51 @@ class Trainer:
             self.on_epoch_end(state)
         return state
 
+    def gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fill .grad for one step; returns the summed loss and correct count of its samples."""
+        if self.exchange is None and not self.dist.enabled:
+            logits = self.model(x)
+            loss = self.loss_fn(logits, y)
+            loss.backward()
+            return loss.detach() * y.numel(), (logits.detach().argmax(dim=1) == y).sum()
+        b = self.batch_size
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        for row, w in enumerate(self.local_workers):
+            xs, ys = x[w * b:(w + 1) * b], y[w * b:(w + 1) * b]
+            if self.simulated:
+                torch._foreach_zero_([p.grad for p in self.model.parameters()])
+            logits = self.forward_model(xs)
+            loss = self.loss_fn(logits, ys)
+            loss.backward()  # under torchrun the DDP hook exchanges the gradients here
+            if self.simulated:
+                self.exchange.capture(row)
+            loss_sum += loss.detach() * ys.numel()
+            correct += (logits.detach().argmax(dim=1) == ys).sum()
+        if self.simulated:
+            self.exchange.reduce()
+        return loss_sum, correct
+
     def train_epoch(self, epoch: int, state: TrainState) -> dict:
         model, opt = self.model, self.optimizer
         model.train()
         gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch, 0))
         torch.manual_seed(epoch_seed(self.seed, epoch, 1))  # dropout and other global draws
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        seen = 0
+        if self.exchange is not None:
+            self.exchange.start_epoch(lambda stream: epoch_seed(self.seed, epoch, stream))
+            counts_at_start = self.exchange.level_counts.clone()
+            self._counts_logged = counts_at_start.tolist()
+        sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss, correct
+        interval = torch.zeros(2, dtype=torch.float64, device=self.device)
+        seen = interval_seen = 0
         lr = opt.param_groups[0]["lr"]
         bar = tqdm(total=len(self.data.train), desc=f"epoch {epoch + 1}/{self.epochs}",
-                   disable=not self.progress, leave=False, dynamic_ncols=True)
+                   disable=not self.progress or not self.dist.is_main, leave=False,
+                   dynamic_ncols=True)
         t0 = time.perf_counter()
         for i, (x, y) in enumerate(self.data.train.batches(gen), start=1):
-            logits = model(x)
-            loss = self.loss_fn(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            opt.zero_grad(set_to_none=not self.simulated)
+            loss_sum, correct = self.gradients(x, y)
             if self.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
             lr = opt.param_groups[0]["lr"]
@@ -130,24 +180,53 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update()
             state.step += 1
-            loss_sum += loss.detach() * y.numel()
-            correct += (logits.detach().argmax(dim=1) == y).sum()
-            seen += y.numel()
-            if i % self.log_every == 0:
-                mean_loss = (loss_sum / seen).item()  # the one sync of a log interval
-                self.check_finite(mean_loss, state.step)
-                self.run_log.scalar("step/train_loss", mean_loss, state.step)
-                self.run_log.scalar("step/lr", lr, state.step)
-                bar.set_postfix(loss=f"{mean_loss:.4f}",
+            interval[0] += loss_sum
+            interval[1] += correct
+            interval_seen += y.numel()
+            if i % self.log_every == 0 or i == len(self.data.train):
+                loss = self.log_interval(state.step, epoch, lr, interval, interval_seen)
+                sums += interval
+                seen += interval_seen
+                interval.zero_()
+                interval_seen = 0
+                bar.set_postfix(loss=f"{loss:.4f}",
                                 samples_s=f"{seen / (time.perf_counter() - t0):.0f}")
-                bar.update(self.log_every)
-        train_loss, train_correct = torch.stack([loss_sum, correct.float()]).tolist()
+                bar.update(i - bar.n)
         train_s = time.perf_counter() - t0
         bar.close()
-        train_loss /= seen
-        self.check_finite(train_loss, state.step)
-        return {"epoch": epoch + 1, "step": state.step, "lr": lr, "train_loss": train_loss,
-                "train_acc": train_correct / seen, "samples_per_s": seen / train_s}
+        train_loss, train_correct = sums.tolist()
+        record = {"epoch": epoch + 1, "step": state.step, "lr": lr,
+                  "train_loss": train_loss / seen, "train_acc": train_correct / seen,
+                  "samples_per_s": seen / train_s}
+        if self.exchange is not None:
+            ex = self.exchange
+            record.update({"bits_per_element": ex.bits,
+                           "bytes_per_step": ex.payload_bytes * self.workers,
+                           "fp32_bytes_per_step": ex.fp32_bytes * self.workers,
+                           "level_counts": (ex.level_counts - counts_at_start).tolist()})
+        return record
+
+    def log_interval(self, step: int, epoch: int, lr: float, interval: torch.Tensor,
+                     n: int) -> float:
+        """The one host sync of a log interval: check and log the interval's mean loss."""
+        totals = all_sum(interval, self.dist)  # all ranks see the same numbers
+        loss_sum, correct = totals.tolist()
+        n_all = n * (self.dist.world if self.dist.enabled else 1)
+        loss = loss_sum / n_all
+        self.check_finite(loss, step)
+        record = {"step": step, "epoch": epoch + 1, "lr": lr, "train_loss": loss,
+                  "train_acc": correct / n_all}
+        if self.train_eval_every and step % self.train_eval_every == 0:
+            full = evaluate(self.model, self.data.train_eval)
+            record.update(full_train_loss=full["loss"], full_train_acc=full["acc"])
+            self.model.train()
+        if self.exchange is not None:  # level usage of this interval (the seed's bin usage)
+            counts = self.exchange.level_counts.tolist()
+            last = self._counts_logged or [0] * len(counts)
+            record["level_counts"] = [a - b for a, b in zip(counts, last, strict=True)]
+            self._counts_logged = counts
+        self.run_log.append_step(record)
+        return loss
 
     def check_finite(self, loss: float, step: int) -> None:
         if not math.isfinite(loss):

@@ -1,19 +1,18 @@
-"""The optimizer configs build and step; signSGD follows its update rule."""
+"""The optimizer configs build and step; the seed's named optimizers are presets of pieces."""
 
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from src.optim.sign_sgd import SignSGD, sign_with_random_zeros
-from tests.conftest import CONF
+from tests.conftest import CONF, compose_train
 
 
-@pytest.mark.parametrize("path", sorted((CONF / "optimizer").glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_optimizer_config_builds_and_reduces_a_quadratic(path):
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml")))
+def test_every_optimizer_config_builds_and_reduces_a_quadratic(name):
+    cfg = compose_train([f"optimizer={name}", "optimizer.lr=0.01"])
     torch.manual_seed(0)
     w = torch.nn.Parameter(torch.randn(20))
-    opt = instantiate(OmegaConf.load(path))([w])
+    opt = instantiate(cfg.optimizer)([w])
     start = (w.detach() ** 2).sum().item()
     for _ in range(20):
         opt.zero_grad()
@@ -23,26 +22,20 @@ def test_every_optimizer_config_builds_and_reduces_a_quadratic(path):
 
 
 def test_momentum_defaults_are_the_weight_averaging_study():
-    cfg = OmegaConf.load(CONF / "optimizer" / "momentum.yaml")
+    cfg = compose_train(["optimizer=momentum"]).optimizer
     assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov) == (0.1, 0.9, 1e-4, False)
 
 
-def test_sign_sgd_step_is_lr_times_sign():
-    w = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
-    opt = SignSGD([w], lr=0.5)
-    w.grad = torch.tensor([0.3, -7.0, 2.0])
-    opt.step()
-    assert torch.equal(w.detach(), torch.tensor([0.5, -1.5, 2.5]))
+@pytest.mark.parametrize(("name", "compressor", "workers"), [
+    ("sign_sgd", "Sign", 1), ("compressed_sgd", "MinMax", 1),
+    ("compressed_sgd_vote", "MinMax", 2), ("signum", "Sign", 1), ("signum_vote", "Sign", 2)])
+def test_seed_optimizers_are_plain_sgd_plus_a_compression(name, compressor, workers):
+    cfg = compose_train([f"optimizer={name}"])
+    assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.momentum == 0.0
+    assert cfg.compression.compressor._target_.endswith(compressor)
+    assert cfg.compression.aggregate == "vote" and cfg.workers == workers
 
 
-def test_zero_gradients_become_random_signs():
-    torch.manual_seed(0)
-    signs = sign_with_random_zeros(torch.zeros(10_000))
-    assert set(signs.unique().tolist()) == {-1.0, 1.0}
-    assert abs(signs.mean().item()) < 0.05  # balanced coin
-    assert torch.equal(sign_with_random_zeros(torch.tensor([2.0, -0.1])), torch.tensor([1.0, -1.0]))
-
-
-def test_sign_sgd_rejects_bad_lr():
-    with pytest.raises(ValueError, match=r"optimizer\.lr=0"):
-        SignSGD([torch.nn.Parameter(torch.zeros(1))], lr=0)
+def test_compressed_sgd_takes_num_bits_from_the_top_level():
+    cfg = compose_train(["optimizer=compressed_sgd", "num_bits=5"])
+    assert cfg.compression.compressor.num_bits == 5

@@ -1,0 +1,1 @@
+"""Gradient compression: quantisers, aggregation across workers, bit-packing, the exchange."""

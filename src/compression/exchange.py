@@ -1,0 +1,210 @@
+"""How workers' gradients become one update: per-worker momentum, compression, aggregation.
+
+One implementation serves both paths:
+- simulated workers in one process (`reduce`): row w of a (W, n) matrix is worker w's gradient;
+- real workers, one per process (`comm_hook`, a DDP communication hook): each rank encodes its own
+  gradient, only the bit-packed codes (and any per-worker scales) cross the wire via all_gather,
+  and every rank decodes and aggregates the same W rows.
+Worker w draws its random bits (rand_zero, stochastic rounding) from its own generator, seeded
+per epoch, in both paths; ties of the vote use a generator shared by all workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from src.compression import aggregate, packing
+from src.compression.compressors import ErrorFeedback, Segments
+
+TIE_STREAM, WORKER_STREAM = 99, 100
+
+
+class GradientExchange:
+    """Turns W workers' gradients into the one gradient the optimizer applies.
+
+    compressor: a compressor of src.compression.compressors (its `bits` per element are sent).
+    aggregate: 'vote' (the mean level rounded away from zero; for 1 bit a majority vote) or
+        'mean' (the mean of the decoded values).
+    tie: what a vote with level sum 0 gives: 'random' (+-1, the seed) or 'zero'.
+    worker_momentum: beta > 0 makes each worker compress its own momentum
+        m <- beta * m + (1 - beta) * g instead of g (Signum and its vote form).
+    error_feedback: add each worker's compression error to its next gradient (EF-SGD).
+    count_levels: count how often each level is sent (the seed's 'bin usage'), on the device.
+    """
+
+    def __init__(self, compressor: object, aggregate: str = "vote", tie: str = "random",
+                 worker_momentum: float = 0.0, error_feedback: bool = False,
+                 count_levels: bool = True) -> None:
+        if aggregate not in ("vote", "mean"):
+            raise ValueError(f"compression.aggregate={aggregate} is not an aggregation: "
+                             f"use vote or mean")
+        if tie not in ("random", "zero"):
+            raise ValueError(f"compression.tie={tie} is not a tie rule: use random or zero")
+        if not 0.0 <= worker_momentum < 1.0:
+            raise ValueError(f"compression.worker_momentum={worker_momentum} must lie in [0, 1)")
+        self.compressor = ErrorFeedback(compressor) if error_feedback else compressor
+        self.aggregate, self.tie = aggregate, tie
+        self.worker_momentum = worker_momentum
+        self.count_levels = count_levels
+        if aggregate == "vote" and self.compressor.scaled:
+            raise ValueError(f"compression.aggregate=vote needs integer levels, which "
+                             f"{type(compressor).__name__} scales: use aggregate=mean")
+        self.low, self.high = self.compressor.levels()
+        self.bits = self.compressor.bits
+        self.workers = 1
+        self.local_workers: list[int] = [0]
+
+    # ---- set-up ------------------------------------------------------------------------------
+    def setup(self, params: Sequence[Tensor], workers: int, local_workers: Sequence[int]) -> None:
+        """Allocate per-worker state for `params` (flattened in this order)."""
+        self.params = list(params)
+        self.workers, self.local_workers = workers, list(local_workers)
+        device = self.params[0].device
+        sizes = [p.numel() for p in self.params]
+        self.n = sum(sizes)
+        self.offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        rows = len(self.local_workers)
+        self.state = self.compressor.init_state((rows, self.n), device)
+        if self.worker_momentum:
+            self.state["momentum"] = torch.zeros(rows, self.n, device=device)
+        self.grads = torch.zeros(rows, self.n, device=device)  # simulated workers' gradients
+        self.agg = torch.zeros(self.n, device=device)
+        self.level_counts = torch.zeros(self.high - self.low + 1, dtype=torch.int64,
+                                        device=device)
+        self._ones = torch.ones(self.n, dtype=torch.int64, device=device)
+        self.gens = [torch.Generator(device=device) for _ in self.local_workers]
+        self.tie_gen = torch.Generator(device=device)
+        self._bucket_index: dict[tuple[int, ...], tuple[Tensor, Segments]] = {}
+        self.bytes_sent = 0  # payload bytes this process sent so far (real workers)
+        ids = torch.cat([torch.full((k,), i, dtype=torch.int64) for i, k in enumerate(sizes)])
+        self.segments = Segments(ids.to(device), len(sizes))  # one scale per parameter tensor
+        num_scales = len(sizes) if self.compressor.scaled else 0
+        self.payload_bytes = packing.payload_bytes(self.n, self.bits, num_scales)
+        self.fp32_bytes = packing.fp32_bytes(self.n)
+
+    def start_epoch(self, seed_of: callable) -> None:
+        """Reseed the generators; seed_of(stream) gives this epoch's seed for a stream."""
+        for gen, w in zip(self.gens, self.local_workers, strict=True):
+            gen.manual_seed(seed_of(WORKER_STREAM + w))
+        self.tie_gen.manual_seed(seed_of(TIE_STREAM))
+
+    # ---- the math shared by both paths -------------------------------------------------------
+    def encode(self, g: Tensor, row: int, index: Tensor | None = None,
+               segments: Segments | None = None) -> tuple[Tensor, Tensor]:
+        """Codes and scales of local worker `row` for gradient g (1, m); index: which of the n
+        flattened elements g holds and segments their parameter tensors (None: all elements in
+        order)."""
+        segments = segments or self.segments
+        state = {k: (v[row:row + 1] if index is None else v[row:row + 1, index])
+                 for k, v in self.state.items()}
+        if self.worker_momentum:
+            m = state.pop("momentum")
+            m.mul_(self.worker_momentum).add_(g, alpha=1.0 - self.worker_momentum)
+            g = m
+            state_back = {"momentum": m}
+        else:
+            state_back = {}
+        codes, scales = self.compressor.encode(g, state, self.gens[row], segments)
+        state_back.update(state)
+        for k, v in state_back.items():  # write back (views may have been replaced, or copied)
+            if index is None:
+                self.state[k][row:row + 1].copy_(v)
+            else:
+                self.state[k][row:row + 1, index] = v
+        if self.count_levels:
+            flat = (codes - self.low).flatten().long()
+            self.level_counts.scatter_add_(0, flat, self._ones[: flat.numel()])
+        return codes, scales
+
+    def combine(self, codes: Tensor, scales: Tensor, segments: Segments | None = None) -> Tensor:
+        """All W workers' codes (W, m) and scales (W, S) -> the aggregated gradient (m,)."""
+        if self.aggregate == "vote":
+            return aggregate.vote(codes, self.tie, generator=self.tie_gen).float()
+        return aggregate.mean(self.compressor.decode(codes, scales, segments or self.segments))
+
+    # ---- simulated workers -------------------------------------------------------------------
+    def capture(self, row: int) -> None:
+        """Copy the parameters' current .grad into local worker `row`'s gradient row."""
+        flat = self.grads[row]
+        for p, o in zip(self.params, self.offsets, strict=True):
+            flat[o:o + p.numel()].copy_(p.grad.reshape(-1))
+
+    def reduce(self) -> None:
+        """Encode every simulated worker's row, aggregate, and write the result into .grad."""
+        coded = [self.encode(self.grads[r:r + 1], r) for r in range(len(self.local_workers))]
+        codes = torch.cat([c for c, _ in coded])
+        scales = torch.cat([s for _, s in coded])
+        self.agg.copy_(self.combine(codes, scales))
+        for p, o in zip(self.params, self.offsets, strict=True):
+            p.grad.copy_(self.agg[o:o + p.numel()].view_as(p))
+
+    # ---- real workers: DDP communication hook ------------------------------------------------
+    def _index(self, bucket: dist.GradBucket) -> tuple[Tensor, Segments]:
+        """For each element of the bucket's buffer: its position in our flattening, and its
+        parameter tensor (cached per bucket layout). The layout is read off the gradient views'
+        addresses inside the buffer, which need not follow bucket.parameters()' order."""
+        buffer = bucket.buffer()
+        key = (buffer.data_ptr(), *(id(p) for p in bucket.parameters()))
+        if key not in self._bucket_index:
+            where = {id(p): o for p, o in zip(self.params, self.offsets, strict=True)}
+            spans = sorted(((grad.data_ptr() - buffer.data_ptr()) // buffer.element_size(),
+                            where[id(p)], p.numel())
+                           for p, grad in zip(bucket.parameters(), bucket.gradients(),
+                                              strict=True))
+            index = torch.cat([torch.arange(o, o + k) for _, o, k in spans])
+            ids = torch.cat([torch.full((k,), j, dtype=torch.int64)
+                             for j, (_, _, k) in enumerate(spans)])
+            device = self.agg.device
+            self._bucket_index[key] = (index.to(device), Segments(ids.to(device), len(spans)))
+        return self._bucket_index[key]
+
+    def comm_hook(self, bucket: dist.GradBucket) -> torch.futures.Future:
+        """DDP hook: send this rank's packed codes, return the aggregate of all ranks'."""
+        g = bucket.buffer()
+        index, segments = self._index(bucket)
+        codes, scales = self.encode(g.view(1, -1), 0, index, segments)
+        zero_free = self.compressor.zero_free
+        payload = packing.pack(codes, self.low, self.bits, zero_free)
+        payloads = [torch.empty_like(payload) for _ in range(self.workers)]
+        dist.all_gather(payloads, payload)
+        self.bytes_sent += payload.numel()
+        if scales.numel():
+            scales = scales.contiguous()
+            gathered = [torch.empty_like(scales) for _ in range(self.workers)]
+            dist.all_gather(gathered, scales)
+            self.bytes_sent += 4 * scales.numel()
+            scales = torch.cat(gathered)
+        else:
+            scales = scales.new_zeros(self.workers, 0)
+        all_codes = torch.stack([packing.unpack(p, self.low, self.bits, g.numel(), zero_free)
+                                 for p in payloads])
+        fut: torch.futures.Future = torch.futures.Future()
+        fut.set_result(g.copy_(self.combine(all_codes, scales, segments).to(g.dtype)))
+        return fut
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Per-worker state of all W workers (gathered from every rank for real workers)."""
+        state = {k: self._gather(v) for k, v in self.state.items()}
+        return {"state": state, "level_counts": self.level_counts.clone()}
+
+    def load_state_dict(self, saved: dict) -> None:
+        rows = torch.tensor(self.local_workers)
+        for k, v in self.state.items():
+            v.copy_(saved["state"][k][rows].to(v.device))
+
+    def _gather(self, v: Tensor) -> Tensor:
+        if not dist.is_initialized() or self.workers == len(self.local_workers):
+            return v.clone()
+        parts = [torch.empty_like(v) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, v.contiguous())
+        return torch.cat(parts)
+
+
+def ddp_hook(state, bucket):
+    """The DDP communication hook; `state` is the GradientExchange (register_comm_hook(ex, ...))."""
+    return state.comm_hook(bucket)

@@ -1,0 +1,129 @@
+"""Simulated workers, real workers (torchrun + gloo + the DDP hook) and the seed-000 commands."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, SMALL_FAKE, compose_train, run_script, summary, train
+
+# No BatchNorm, no random draws (rand_zero off, ties give 0): both paths must agree exactly.
+DETERMINISTIC = ["debug=fast", "epochs=2", "device=cpu", "optimizer=compressed_sgd_vote",
+                 "num_bits=1", "compression.compressor.rand_zero=false", "compression.tie=zero",
+                 "trainer.tensorboard=false"]
+SCALED_SIGN_EF = ["debug=fast", "epochs=2", "device=cpu", "optimizer=sgd", "optimizer.lr=0.05",
+                  "compression=scaled_sign", "trainer.tensorboard=false"]
+
+
+def torchrun(nproc: int, args: list[str], run_dir: Path, **kwargs) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "train.py", *args, f"hydra.run.dir={run_dir}",
+           "trainer.progress=false"]
+    return subprocess.Popen(cmd, cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, **kwargs)
+
+
+def params(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
+
+
+@pytest.mark.parametrize(("workers", "args"), [(2, DETERMINISTIC), (3, SCALED_SIGN_EF)],
+                         ids=["vote-2", "scaled-sign-ef-mean-3"])
+def test_real_workers_reach_the_parameters_of_simulated_workers(tmp_path, workers, args):
+    real, simulated = tmp_path / "real", tmp_path / "simulated"
+    proc = torchrun(workers, args, real)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    train(simulated, *args, f"workers={workers}")
+    a, b = params(real), params(simulated)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    # Exactly one run directory's worth of outputs, written by rank 0, counting the real bytes.
+    s = summary(real)
+    assert s["status"] == "completed" and s["processes"] == workers == s["workers"]
+    steps = s["step"]
+    assert s["compression"]["bytes_sent_by_rank0"] == steps * s["compression"][
+        "payload_bytes_per_worker_step"]
+    assert s["compression"]["compression_ratio"] > 15
+    assert [p.name for p in tmp_path.iterdir()] == ["real", "simulated"] or len(
+        list(tmp_path.iterdir())) == 2
+
+
+def test_a_failed_rank_ends_the_job_instead_of_hanging(tmp_path):
+    args = [*SMALL_FAKE, "model=resnet20", "epochs=30", "device=cpu", "optimizer=sign_sgd",
+            "trainer.tensorboard=false"]
+    proc = torchrun(2, args, tmp_path / "run", start_new_session=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "run" / "history.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    children = subprocess.run(["pgrep", "-f", "-P", str(proc.pid), "train.py"],
+                              capture_output=True, text=True).stdout.split()
+    assert len(children) == 2, children
+    subprocess.run(["kill", "-9", children[-1]], check=True)
+    try:
+        proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        pytest.fail("the job hung after one rank died")
+    assert proc.returncode != 0
+
+
+def test_multirun_over_num_bits_as_typed(tmp_path):
+    proc = run_script("train.py", ["--multirun", "optimizer=compressed_sgd", "num_bits=1,2",
+                                   f"hydra.sweep.dir={tmp_path}", "trainer.progress=false"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(d for d in tmp_path.iterdir() if d.is_dir())
+    assert len(runs) == 2 and all(summary(r)["status"] == "completed" for r in runs)
+    bits = [summary(r)["compression"]["bits_per_element"] for r in runs]
+    assert sorted(bits) == [1, 2]
+
+
+def test_simulated_workers_log_level_usage_and_bytes(tmp_path):
+    train(tmp_path, "debug=fast", "device=cpu", "optimizer=compressed_sgd_vote", "workers=4",
+          "num_bits=2", "trainer.log_every=1")
+    steps = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    n_params = summary(tmp_path)["num_params"]
+    assert len(steps) == 256 // (32 * 4)  # one record per step at log_every=1
+    for record in steps:  # each step: every worker sends every element once, levels -2..2
+        counts = record["level_counts"]
+        assert len(counts) == 5 and sum(counts) == 4 * n_params and counts[2] == 0
+    epoch = json.loads((tmp_path / "history.jsonl").read_text().splitlines()[0])
+    assert epoch["bytes_per_step"] == 4 * math.ceil(n_params * 2 / 8)  # 4 workers x 2 bits
+    assert epoch["fp32_bytes_per_step"] == 4 * 4 * n_params
+    assert epoch["level_counts"] == [sum(c) for c in zip(*(r["level_counts"] for r in steps),
+                                                         strict=True)]
+
+
+def test_one_worker_vote_is_compressed_sgd(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(a, "debug=fast", "device=cpu", "optimizer=compressed_sgd", "workers=1")
+    train(b, "debug=fast", "device=cpu", "optimizer=compressed_sgd_vote", "workers=1")
+    for key, value in params(a).items():
+        assert torch.equal(value, params(b)[key])
+
+
+@pytest.mark.parametrize("preset", ["csgd_compressed_sgd", "csgd_sgd", "csgd_sign_sgd"])
+def test_seed_000_presets_run_with_debug_fast_on_any_dataset(tmp_path, preset):
+    from src.runner import run
+
+    seed_setup = compose_train([f"experiment={preset}"])
+    assert seed_setup.batch_size == 64 and seed_setup.model._target_.endswith("mnist_cnn")
+    assert seed_setup.dataset.name == "mnist" and not seed_setup.dataset.normalize
+    cfg = compose_train([f"experiment={preset}", "debug=fast", *SMALL_FAKE, "device=cpu",
+                         "trainer.progress=false", "trainer.tensorboard=false"])
+    run(cfg, tmp_path)
+    assert summary(tmp_path)["status"] == "completed"
+
+
+def test_signum_sends_the_sign_of_each_workers_momentum():
+    cfg = compose_train(["optimizer=signum_vote"])
+    assert cfg.compression.worker_momentum == 0.9 and cfg.workers == 2
+    assert cfg.compression.compressor._target_.endswith("Sign")
