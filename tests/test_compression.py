@@ -79,7 +79,8 @@ def test_minmax_matches_the_per_element_reference(bits, binning, decay):
     got = [comp.encode(g, state)[0] for g in steps]
     levels, big, small = reference_minmax(steps, bits, binning, decay)
     assert [q.tolist() for q in got] == levels
-    assert state["max"].tolist() == big and state["min"].tolist() == small
+    if bits > 1:  # at 1 bit the level is sign(g) whatever the extremes, which are not tracked
+        assert state["max"].tolist() == big and state["min"].tolist() == small
     k = 2 ** (bits - 1)
     assert all(q.dtype == torch.int32 and q.abs().max() <= k for q in got)
     # The element that sets a new extreme is quantised to the top level.

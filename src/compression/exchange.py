@@ -75,7 +75,8 @@ class GradientExchange:
         self.agg = torch.zeros(self.n, device=device)
         self.level_counts = torch.zeros(self.high - self.low + 1, dtype=torch.int64,
                                         device=device)
-        self._ones = torch.ones(self.n, dtype=torch.int64, device=device)
+        self._ones = torch.ones(self.n if self.high - self.low >= 16 else 0, dtype=torch.int64,
+                                device=device)
         self.gens = [torch.Generator(device=device) for _ in self.local_workers]
         self.tie_gen = torch.Generator(device=device)
         self._bucket_index: dict[tuple[int, ...], tuple[Tensor, Segments]] = {}
@@ -101,29 +102,33 @@ class GradientExchange:
         segments = segments or self.segments
         state = {k: (v[row:row + 1] if index is None else v[row:row + 1, index])
                  for k, v in self.state.items()}
-        if self.worker_momentum:
-            m = state.pop("momentum")
-            m.mul_(self.worker_momentum).add_(g, alpha=1.0 - self.worker_momentum)
-            g = m
-            state_back = {"momentum": m}
-        else:
-            state_back = {}
+        if self.worker_momentum:  # compressors ignore state keys that are not theirs
+            g = state["momentum"].mul_(self.worker_momentum).add_(
+                g, alpha=1.0 - self.worker_momentum)
+        # Every compressor updates its state in place, so rows (views) need no write-back.
         codes, scales = self.compressor.encode(g, state, self.gens[row], segments)
-        state_back.update(state)
-        for k, v in state_back.items():  # write back (views may have been replaced, or copied)
-            if index is None:
-                self.state[k][row:row + 1].copy_(v)
-            else:
+        if index is not None:  # a bucket's state was gathered (a copy): scatter it back
+            for k, v in state.items():
                 self.state[k][row:row + 1, index] = v
         if self.count_levels:
+            self._count(codes)
+        return codes, scales
+
+    def _count(self, codes: Tensor) -> None:
+        """Add the codes' level histogram to level_counts, on the device, without a sync."""
+        if self.level_counts.numel() <= 16:  # a compare-and-sum per level beats a scatter
+            for i, level in enumerate(range(self.low, self.high + 1)):
+                if level or not self.compressor.zero_free:
+                    self.level_counts[i] += (codes == level).sum()
+        else:  # atomics; bincount would sync to size its output
             flat = (codes - self.low).flatten().long()
             self.level_counts.scatter_add_(0, flat, self._ones[: flat.numel()])
-        return codes, scales
 
     def combine(self, codes: Tensor, scales: Tensor, segments: Segments | None = None) -> Tensor:
         """All W workers' codes (W, m) and scales (W, S) -> the aggregated gradient (m,)."""
         if self.aggregate == "vote":
-            return aggregate.vote(codes, self.tie, generator=self.tie_gen).float()
+            return aggregate.vote(codes, self.tie, self.tie_gen,
+                                  max_level=max(-self.low, self.high)).float()
         return aggregate.mean(self.compressor.decode(codes, scales, segments or self.segments))
 
     # ---- simulated workers -------------------------------------------------------------------

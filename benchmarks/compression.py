@@ -1,0 +1,108 @@
+"""Cost of compressed multi-worker training and of bit-packing, as ratios measured in one run.
+
+1. Time per training sample of 1-bit compressed_sgd_vote with W simulated workers, relative to
+   plain SGD at the same per-worker batch (the train loop's own samples/s from history.jsonl;
+   both runs use the same model, data and device, and skip their first epoch as warm-up).
+2. pack + unpack throughput in elements per second for several bit widths.
+
+    .venv/bin/python benchmarks/compression.py                      # CPU or the visible GPU
+    .venv/bin/python benchmarks/compression.py --models resnet20 --workers 4 --batch 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from src.cli import register_resolvers  # noqa: E402
+from src.compression import packing  # noqa: E402
+from src.run_log import read_history  # noqa: E402
+from src.runner import run  # noqa: E402
+
+
+def samples_per_s(overrides: list[str]) -> float:
+    """Median train-loop samples/s over the epochs after the first."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        run(cfg, Path(tmp))
+        rates = sorted(r["samples_per_s"] for r in read_history(Path(tmp))[1:])
+    return rates[len(rates) // 2]
+
+
+# Input shapes of the setups the models come from: the MNIST CNN of the compressed-SGD study
+# (3.2M parameters at 1x28x28) and the CIFAR ResNets.
+SHAPES = {"mnist_cnn": "[1,28,28]"}
+
+
+def training_ratio(model: str, workers: int, batch: int, samples: int, epochs: int,
+                   device: str) -> dict:
+    shape = SHAPES.get(model, "[3,32,32]")
+    common = [f"model={model}", "dataset=fake", f"dataset.source.shape={shape}",
+              "dataset.augment.crop_padding=0", f"dataset.source.num_train={samples + 256}",
+              "dataset.source.num_test=256", "dataset.val_size=256", f"epochs={epochs}",
+              f"batch_size={batch}", "averaging=none", f"device={device}",
+              "trainer.progress=false", "trainer.tensorboard=false", "trainer.log_every=1000"]
+    base = samples_per_s([*common, "optimizer=sgd", "optimizer.lr=0.01"])
+    vote = samples_per_s([*common, "optimizer=compressed_sgd_vote", "num_bits=1",
+                          f"workers={workers}"])
+    return {"model": model, "workers": workers, "batch_per_worker": batch,
+            "sgd_samples_per_s": base, "vote_samples_per_s": vote,
+            "time_per_sample_ratio": base / vote}
+
+
+def packing_throughput(device: str, n: int = 1 << 22, repeats: int = 5) -> list[dict]:
+    out = []
+    dev = torch.device(device)
+    for bits in (1, 2, 3, 4, 8):
+        codes = torch.randint(0, 2**bits, (n,), device=dev, dtype=torch.int32)
+        packing.unpack(packing.pack(codes, 0, bits), 0, bits, n)  # warm-up
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            back = packing.unpack(packing.pack(codes, 0, bits), 0, bits, n)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = (time.perf_counter() - t0) / repeats
+        assert torch.equal(back, codes)
+        out.append({"bits": bits, "elements": n, "pack_unpack_elements_per_s": n / seconds})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["mnist_cnn", "resnet20"])
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=2048, help="training samples per epoch")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
+    args = parser.parse_args()
+    register_resolvers()
+    device_name = (torch.cuda.get_device_name() if args.device.startswith("cuda")
+                   else f"CPU, {torch.get_num_threads()} threads")
+    results = {"device": device_name, "torch": torch.__version__, "training": [],
+               "packing": packing_throughput(args.device)}
+    for model in args.models:
+        results["training"].append(training_ratio(model, args.workers, args.batch, args.samples,
+                                                  args.epochs, args.device))
+    print(json.dumps(results, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
