@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.data.sources import DatasetNotFoundError
 from src.errors import UserError
@@ -82,3 +83,16 @@ def report_user_errors(run_dir: Callable[[], Path | None]) -> Callable:
         return inner
 
     return wrap
+
+
+def hydra_run_dir() -> Path | None:
+    """The running Hydra job's output directory (None outside a job)."""
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
+@report_user_errors(hydra_run_dir)
+def train_task(cfg: DictConfig) -> float:
+    """The task of train.py and of every tune.py trial: train one run, return its objective."""
+    from src.runner import run  # after Hydra has parsed the command line: --help stays fast
+
+    return run(cfg, hydra_run_dir())

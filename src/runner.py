@@ -203,6 +203,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         history = restore(ckpt, model, optimizer, scheduler, ema, exchange, state, device,
                           ckpt_path)
         log.info("resuming %s from epoch %d (step %d)", run_dir, state.epoch, state.step)
+    run_dir.mkdir(parents=True, exist_ok=True)
     run_log = RunLog(run_dir, cfg.trainer.tensorboard, history, state.step,
                      write=dist_info.is_main)
 

@@ -83,7 +83,7 @@ class Trainer:
         self.seed, self.epochs, self.on_epoch_end = seed, epochs, on_epoch_end
         self.grad_clip = cfg.grad_clip
         self.log_every, self.progress = max(1, cfg.log_every), cfg.progress
-        self.train_eval_every = cfg.get("train_eval_every", 0) or 0
+        self.train_eval_every = cfg.train_eval_every
         self.batch_size, self.workers = batch_size, workers
         self.exchange, self.dist = exchange, dist
         self.forward_model = forward_model or model

@@ -201,6 +201,7 @@ class GradientExchange:
         rows = torch.tensor(self.local_workers)
         for k, v in self.state.items():
             v.copy_(saved["state"][k][rows].to(v.device))
+        self.level_counts.copy_(saved["level_counts"])
 
     def _gather(self, v: Tensor) -> Tensor:
         if not dist.is_initialized() or self.workers == len(self.local_workers):

@@ -1,0 +1,68 @@
+"""The four device-resident views of a dataset that a run uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from src.data.loader import DeviceData, split_train_val, subset
+from src.data.sources import DatasetNotFoundError, RawData
+from src.errors import ConfigError
+
+
+@dataclass
+class DataBundle:
+    """train: shuffled and augmented; train_eval, val, test: in order, no augmentation."""
+
+    train: DeviceData
+    train_eval: DeviceData
+    val: DeviceData
+    test: DeviceData
+    input_shape: tuple[int, int, int]
+    num_classes: int
+
+
+def build_data(cfg: DictConfig, batch_size: int, eval_batch_size: int,
+               device: torch.device) -> DataBundle:
+    """Read the dataset named by `cfg` (a conf/dataset/*.yaml node), split and move it to `device`.
+
+    The validation split is carved from the training set with `cfg.split_seed`, independent of the
+    run seed; the official test set is kept for the final evaluation. `train_limit` and
+    `eval_limit` keep only the first samples (debug runs).
+    """
+    try:
+        raw: RawData = instantiate(cfg.source)
+    except InstantiationException as e:
+        # Hydra wraps the loader's one-line error in a long one; surface the loader's own.
+        if isinstance(e.__cause__, DatasetNotFoundError):
+            raise e.__cause__ from None
+        raise
+    n_train = len(raw.train_y)
+    if not 0 < cfg.val_size < n_train:
+        raise ConfigError(f"dataset.val_size={cfg.val_size} must lie in 1..{n_train - 1} "
+                          f"({cfg.name} has {n_train} training samples)")
+    tx, ty, vx, vy = split_train_val(raw.train_x, raw.train_y, cfg.val_size, cfg.split_seed)
+    tx, ty = subset(tx, ty, cfg.train_limit)
+    vx, vy = subset(vx, vy, cfg.eval_limit)
+    sx, sy = subset(raw.test_x, raw.test_y, cfg.eval_limit)
+    tx, ty, vx, vy, sx, sy = (t.to(device) for t in (tx, ty, vx, vy, sx, sy))
+    mean, std = raw.mean, raw.std
+    if not cfg.normalize:  # scale to [0, 1] only: uint8 images by 255, float data unchanged
+        scale = 255.0 if raw.train_x.dtype == torch.uint8 else 1.0
+        mean, std = (0.0,) * len(mean), (scale,) * len(std)
+
+    def view(x: torch.Tensor, y: torch.Tensor) -> DeviceData:
+        return DeviceData(x, y, mean, std, eval_batch_size, shuffle=False, drop_last=False)
+
+    aug = cfg.augment
+    train = DeviceData(tx, ty, mean, std, batch_size, shuffle=True, drop_last=True,
+                       crop_padding=aug.crop_padding, flip=aug.flip)
+    if len(train) == 0:
+        raise ConfigError(f"batch_size={batch_size} is larger than the {len(ty)} training "
+                          f"samples: lower batch_size (or workers)")
+    return DataBundle(train=train, train_eval=view(tx, ty), val=view(vx, vy), test=view(sx, sy),
+                      input_shape=raw.input_shape, num_classes=raw.num_classes)
