@@ -1,4 +1,4 @@
-"""Figures from run directories: python plots.py runs='outputs/runs/*' metric=val_acc."""
+"""Figures from run directories: python plots.py runs='outputs/runs/*' figure=curves."""
 
 from pathlib import Path
 
@@ -8,19 +8,29 @@ from omegaconf import DictConfig
 from src.cli import report_user_errors
 from src.errors import ConfigError
 
-FIGURES = ("curves",)
+FIGURES = ("curves", "ema", "lr_stability", "bin_usage")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="plots")
 @report_user_errors(lambda: None)
 def main(cfg: DictConfig) -> None:
-    from src.figures import curves, find_runs
+    from src import figures
+    from src.results import find_runs
 
     if cfg.figure not in FIGURES:
-        raise ConfigError(f"figure={cfg.figure} is not a figure kind: use one of {FIGURES}")
+        raise ConfigError(f"figure={cfg.figure} is not a figure kind: use one of "
+                          f"{', '.join(FIGURES)}")
     if cfg.x not in ("epoch", "step"):
         raise ConfigError(f"x={cfg.x} is not an axis: use epoch or step")
-    for path in curves(find_runs(cfg.runs), cfg.metric, cfg.x, Path(cfg.out_dir)):
+    runs, out = find_runs(cfg.runs), Path(cfg.out_dir)
+    group_by = None if cfg.group_by is None else list(cfg.group_by)
+    written = {
+        "curves": lambda: figures.curves(runs, cfg.metric, cfg.x, group_by, out),
+        "ema": lambda: figures.ema(runs, out),
+        "lr_stability": lambda: figures.lr_stability(runs, cfg.metric, group_by, out),
+        "bin_usage": lambda: figures.bin_usage(runs, out),
+    }[cfg.figure]()
+    for path in written:
         print(f"wrote {path}")
 
 

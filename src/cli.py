@@ -40,6 +40,7 @@ def check_overrides(args: Sequence[str], conf_dir: Path) -> None:
 
     Hydra's own message spans a dozen lines; this one names the group and its options.
     """
+    dirs = [conf_dir] + [Path(v) for v in _option_values(args, ("--config-dir", "-cd"))]
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -48,11 +49,23 @@ def check_overrides(args: Sequence[str], conf_dir: Path) -> None:
         folder = conf_dir / group
         if group.startswith("hydra") or not folder.is_dir() or "(" in value:
             continue
-        options = sorted(p.stem for p in folder.glob("*.yaml"))
+        options = sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")})
         for choice in value.split(","):
             if choice not in options and choice != "null":
                 fail(f"unknown {group} '{choice}': choose one of {', '.join(options)} "
                      f"(files in conf/{group}/)")
+
+
+def _option_values(args: Sequence[str], names: tuple[str, ...]) -> list[str]:
+    """Values of command-line options given as `--name value` or `--name=value`."""
+    values = []
+    for i, arg in enumerate(args):
+        for name in names:
+            if arg == name and i + 1 < len(args):
+                values.append(args[i + 1])
+            elif arg.startswith(name + "="):
+                values.append(arg.split("=", 1)[1])
+    return values
 
 
 def fail(message: str) -> None:

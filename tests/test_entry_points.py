@@ -44,9 +44,10 @@ def test_eval_of_a_missing_or_foreign_checkpoint_is_one_line(tmp_path, content):
 
 def test_tune_twice_against_one_sqlite_file_continues_the_study(tmp_path):
     db = tmp_path / "study" / "optuna.db"
+    sweep = tmp_path / "trials"
     args = ["debug=fast", "trainer.progress=false", "trainer.tensorboard=false",
             "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage=sqlite:///{db}",
-            "hydra.sweeper.study_name=t", f"hydra.sweep.dir={tmp_path / 'trials'}"]
+            "hydra.sweeper.study_name=t", f"hydra.sweep.dir={sweep}"]
     for _ in range(2):
         proc = run_script("tune.py", args)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -54,19 +55,85 @@ def test_tune_twice_against_one_sqlite_file_continues_the_study(tmp_path):
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 4
     assert all(0.0 <= t.value <= 1.0 for t in complete)
-    assert {"optimizer.lr", "optimizer.weight_decay"} <= set(complete[0].params)
+    assert {"optimizer.lr", "optimizer.weight_decay", "batch_size"} <= set(complete[0].params)
+    # The best trial comes back as a preset that train.py trains to the same objective.
+    assert "reproduce with: python train.py" in proc.stderr + proc.stdout
+    best = sweep / "experiment" / "best.yaml"
+    assert best.read_text().startswith("# @package _global_")
+    again = tmp_path / "again"
+    proc = run_script("train.py", ["--config-dir", str(sweep), "experiment=best", "debug=fast",
+                                   f"hydra.run.dir={again}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert summary(again)["objective"] == study.best_value
 
 
-def test_plots_writes_png_and_pdf_curves(finished, tmp_path):
-    proc = run_script("plots.py", [f"runs={finished}", "metric=ema_0.99/val_acc",
-                                   f"out_dir={tmp_path}"])
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    png = tmp_path / "curves_ema_0.99_val_acc_vs_epoch.png"
-    pdf = png.with_name(png.name.replace(".png", ".pdf"))
+def png_and_pdf(png: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
-    assert pdf.read_bytes()[:5] == b"%PDF-"
+    assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
 
 
-def test_plots_with_an_unknown_metric_is_one_line(finished, tmp_path):
-    proc = run_script("plots.py", [f"runs={finished}", "metric=nope", f"out_dir={tmp_path}"])
-    assert proc.returncode == 2 and "metric=nope" in proc.stderr
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory) -> Path:
+    """Small sweeps in the shapes the figures need, made by train.py itself."""
+    root = tmp_path_factory.mktemp("sweeps")
+    quiet = ["trainer.progress=false", "trainer.tensorboard=false", "debug=fast"]
+    for name, args in {
+        "lr": ["-m", "epochs=2", "optimizer=sgd,momentum", "optimizer.lr=0.05,1e6", "seed=0,1"],
+        "ema": ["-m", "epochs=2", "scheduler=cosine,constant", "seed=0,1"],
+        "bins": ["-m", "optimizer=compressed_sgd_vote", "num_bits=2", "trainer.log_every=1"],
+    }.items():
+        proc = run_script("train.py", [*args, *quiet, f"hydra.sweep.dir={root / name}"])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return root
+
+
+def plot(args: list[str]) -> None:
+    proc = run_script("plots.py", args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_curves_group_by_the_swept_keys_with_a_band_over_seeds(sweeps, tmp_path):
+    plot([f"runs={sweeps / 'ema'}", "metric=ema_0.9/val_acc", f"out_dir={tmp_path}"])
+    png_and_pdf(tmp_path / "curves_ema_0.9_val_acc_vs_epoch.png")
+
+
+def test_ema_figure_and_table(sweeps, tmp_path):
+    plot([f"runs={sweeps / 'ema'}", "figure=ema", f"out_dir={tmp_path}"])
+    png_and_pdf(tmp_path / "ema_val_acc.png")
+    table = (tmp_path / "ema_test_acc.csv").read_text().splitlines()
+    assert table[0] == "scheduler,no EMA,0.9,0.99"
+    assert [row.split(",")[0] for row in table[1:]] == ["constant", "cosine"]
+    assert "| scheduler | no EMA | 0.9 | 0.99 |" in (tmp_path / "ema_test_acc.md").read_text()
+
+
+def test_lr_stability_marks_diverged_runs(sweeps, tmp_path):
+    plot([f"runs={sweeps / 'lr'}", "figure=lr_stability", f"out_dir={tmp_path}"])
+    png_and_pdf(tmp_path / "lr_stability_val_acc.png")
+
+
+def test_bin_usage_stacks_the_levels(sweeps, tmp_path):
+    plot([f"runs={sweeps / 'bins'}", "figure=bin_usage", f"out_dir={tmp_path}"])
+    png_and_pdf(tmp_path / "bin_usage.png")
+
+
+def test_plots_with_an_unknown_metric_or_figure_is_one_line(sweeps, tmp_path):
+    for args in (["metric=nope"], ["figure=violin"]):
+        proc = run_script("plots.py", [f"runs={sweeps / 'ema'}", *args, f"out_dir={tmp_path}"])
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_results_aggregate_over_seeds_and_skip_diverged_runs(sweeps):
+    from src.results import aggregate, find_runs, runs_frame, varying_keys
+
+    runs = find_runs(sweeps / "lr")
+    frame = runs_frame(runs)
+    assert len(frame) == 8
+    assert varying_keys(frame, runs) == ["choice.optimizer", "optimizer.lr"]
+    stats = aggregate(frame, ["choice.optimizer", "optimizer.lr"], ["test_acc"])
+    diverged = stats[stats["optimizer.lr"] == "1000000.0"]
+    assert (diverged["test_acc_count"] == 0).all()  # diverged runs have no metrics
+    ok = stats[(stats["optimizer.lr"] == "0.05") & (stats["choice.optimizer"] == "sgd")]
+    rows = frame[(frame["optimizer.lr"] == 0.05) & (frame["choice.optimizer"] == "sgd")]
+    assert ok["test_acc_mean"].item() == pytest.approx(rows["test_acc"].mean())
+    assert ok["test_acc_std"].item() == pytest.approx(rows["test_acc"].std())
+    assert ok["test_acc_count"].item() == 2
