@@ -7,10 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.data.loader import DeviceData
+from src.fast_path import FP32, FastPath
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: DeviceData) -> dict[str, float]:
+def evaluate(model: nn.Module, data: DeviceData, fast: FastPath = FP32) -> dict[str, float]:
     """Mean cross-entropy ('loss') and top-1 accuracy in [0, 1] ('acc') over every sample of `data`.
 
     The model is put in eval mode for the call and restored afterwards.
@@ -20,7 +21,8 @@ def evaluate(model: nn.Module, data: DeviceData) -> dict[str, float]:
     loss_sum = torch.zeros((), dtype=torch.float64, device=data.x.device)
     correct = torch.zeros((), dtype=torch.int64, device=data.x.device)
     for x, y in data.batches(None):
-        logits = model(x).float()
+        with fast.autocast():
+            logits = model(fast.inputs(x)).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(dim=1) == y).sum()
     model.train(was_training)

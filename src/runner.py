@@ -26,6 +26,7 @@ from src.compression.exchange import GradientExchange, ddp_hook
 from src.data.bundle import DataBundle, build_data
 from src.errors import CheckpointError, ConfigError
 from src.evaluate import evaluate
+from src.fast_path import FastPath
 from src.run_log import SUMMARY, RunLog, read_json, write_json_atomic
 from src.trainer import RAW, Diverged, Trainer, TrainState, metric_prefix
 
@@ -144,7 +145,8 @@ def final_metrics(trainer: Trainer, state: TrainState, data: DataBundle) -> dict
         for tag, weights in (("", final), ("best/", state.best[name]["state"])):
             module = trainer.module_with(weights)
             for split in SPLITS:
-                m = evaluate(module, getattr(data, "train_eval" if split == "train" else split))
+                m = evaluate(module, getattr(data, "train_eval" if split == "train" else split),
+                             trainer.fast)
                 metrics[f"{prefix}{tag}{split}_loss"] = m["loss"]
                 metrics[f"{prefix}{tag}{split}_acc"] = m["acc"]
         metrics[f"{prefix}best/epoch"] = state.best[name]["epoch"]
@@ -183,6 +185,9 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                       device)
     model = build(cfg.model, input_shape=data.input_shape,
                   num_classes=data.num_classes).to(device)
+    compressed = cfg.compression.get("compressor") is not None
+    fast = FastPath.from_config(cfg.trainer, device, model, compressed)
+    model = fast.prepare(model)  # before the EMA copies the weights and the optimizer sees them
     optimizer = build(cfg.optimizer)(model.parameters())
     scheduler = build(cfg.scheduler)(optimizer, steps_per_epoch=len(data.train),
                                      epochs=cfg.epochs)
@@ -197,6 +202,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
             model, device_ids=[device.index] if device.type == "cuda" else None)
         if exchange is not None:
             forward_model.register_comm_hook(exchange, ddp_hook)
+    if cfg.trainer.compile:
+        forward_model = torch.compile(forward_model)
     state = TrainState()
     history: list[dict] = []
     if ckpt is not None:
@@ -221,7 +228,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
 
     trainer = Trainer(model, optimizer, scheduler, data, ema, run_log, cfg.seed, cfg.epochs,
                       cfg.trainer, save, batch_size=cfg.batch_size, workers=cfg.workers,
-                      exchange=exchange, dist=dist_info, forward_model=forward_model)
+                      exchange=exchange, dist=dist_info, forward_model=forward_model,
+                      fast=fast)
     num_params = sum(p.numel() for p in model.parameters())
     log.info("%s: %s parameters on %s, %d steps/epoch, %d worker(s)", cfg.model._target_,
              f"{num_params:,}", device, len(data.train), cfg.workers)

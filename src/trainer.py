@@ -23,6 +23,7 @@ from src.compression.exchange import GradientExchange
 from src.data.bundle import DataBundle
 from src.distributed import Dist, all_sum
 from src.evaluate import evaluate
+from src.fast_path import FP32, FastPath
 from src.run_log import RunLog
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,9 @@ class Trainer:
                  ema: EMA | None, run_log: RunLog, seed: int, epochs: int, cfg: DictConfig,
                  on_epoch_end: Callable[[TrainState], None], batch_size: int, workers: int = 1,
                  exchange: GradientExchange | None = None, dist: Dist | None = None,
-                 forward_model: nn.Module | None = None) -> None:
+                 forward_model: nn.Module | None = None, fast: FastPath = FP32) -> None:
         dist = dist or Dist()
+        self.fast = fast
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.data, self.ema, self.run_log = data, ema, run_log
         self.seed, self.epochs, self.on_epoch_end = seed, epochs, on_epoch_end
@@ -93,6 +95,7 @@ class Trainer:
         # One extra copy of the model evaluates every averaged (or best) state in turn.
         self.shadow = copy.deepcopy(model).eval() if ema is not None else None
         self.device = next(model.parameters()).device
+        self.params = list(model.parameters())
         if self.simulated:  # gradients stay allocated: each worker's is copied out in turn
             for p in model.parameters():
                 p.grad = torch.zeros_like(p)
@@ -130,9 +133,11 @@ class Trainer:
     def gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fill .grad for one step; returns the summed loss and correct count of its samples."""
         if self.exchange is None and not self.dist.enabled:
-            logits = self.model(x)
-            loss = self.loss_fn(logits, y)
-            loss.backward()
+            x = self.fast.inputs(x)
+            with self.fast.autocast():
+                logits = self.forward_model(x)
+                loss = self.loss_fn(logits, y)
+            self.fast.backward(loss)
             return loss.detach() * y.numel(), (logits.detach().argmax(dim=1) == y).sum()
         b = self.batch_size
         loss_sum = torch.zeros((), device=self.device)
@@ -141,9 +146,10 @@ class Trainer:
             xs, ys = x[w * b:(w + 1) * b], y[w * b:(w + 1) * b]
             if self.simulated:
                 torch._foreach_zero_([p.grad for p in self.model.parameters()])
-            logits = self.forward_model(xs)
-            loss = self.loss_fn(logits, ys)
-            loss.backward()  # under torchrun the DDP hook exchanges the gradients here
+            with self.fast.autocast():
+                logits = self.forward_model(self.fast.inputs(xs))
+                loss = self.loss_fn(logits, ys)
+            self.fast.backward(loss)  # under torchrun the DDP hook exchanges gradients here
             if self.simulated:
                 self.exchange.capture(row)
             loss_sum += loss.detach() * ys.numel()
@@ -172,10 +178,8 @@ class Trainer:
         for i, (x, y) in enumerate(self.data.train.batches(gen), start=1):
             opt.zero_grad(set_to_none=not self.simulated)
             loss_sum, correct = self.gradients(x, y)
-            if self.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
             lr = opt.param_groups[0]["lr"]
-            opt.step()
+            self.fast.step(opt, self.params, self.grad_clip)
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update()
@@ -217,7 +221,7 @@ class Trainer:
         record = {"step": step, "epoch": epoch + 1, "lr": lr, "train_loss": loss,
                   "train_acc": correct / n_all}
         if self.train_eval_every and step % self.train_eval_every == 0:
-            full = evaluate(self.model, self.data.train_eval)
+            full = evaluate(self.model, self.data.train_eval, self.fast)
             record.update(full_train_loss=full["loss"], full_train_acc=full["acc"])
             self.model.train()
         if self.exchange is not None:  # level usage of this interval (the seed's bin usage)
@@ -237,7 +241,7 @@ class Trainer:
         out = {}
         for name in self.model_names():
             module = self.module_with(None if name == RAW else self.ema.state_of(name))
-            metrics = evaluate(module, self.data.val)
+            metrics = evaluate(module, self.data.val, self.fast)
             prefix = metric_prefix(name)
             out[f"{prefix}val_loss"], out[f"{prefix}val_acc"] = metrics["loss"], metrics["acc"]
             best = state.best.get(name)

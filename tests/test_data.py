@@ -390,3 +390,14 @@ def test_flip_changes_about_half():
     mirrored = (out == x.flip(3).float()).flatten(1).all(1)
     assert (same | mirrored).all()  # each sample is either untouched or mirrored
     assert 0.4 < mirrored.float().mean().item() < 0.6
+
+
+def test_cifar_files_pickled_by_python3_with_str_keys_load_too(tmp_path):
+    written = _write_cifar10(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    for name, batch in written.items():  # rewrite with str keys, as Python 3 tools write them
+        _pickle(folder / name, {k.decode(): v for k, v in batch.items()})
+    data = sources.cifar10(root=str(tmp_path))
+    assert data.train_x.shape == (15, 3, 32, 32)
+    assert torch.equal(data.train_x[0].flatten(),
+                       torch.from_numpy(written["data_batch_1"][b"data"][0]))

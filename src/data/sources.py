@@ -156,8 +156,11 @@ def _read_cifar_batches(folder: Path, files: list[str], label_key: bytes) -> tup
             # Datasets distributed in pickle format are the one place the project loads pickle;
             # the files come from the official CIFAR archive (md5-verified when downloaded).
             batch = pickle.load(f, encoding="bytes")
-        xs.append(np.asarray(batch[b"data"], dtype=np.uint8))
-        ys.append(np.asarray(batch[label_key], dtype=np.int64))
+        # The official (Python 2) files decode to bytes keys; files pickled by Python 3, as
+        # torchvision's own reader expects them too, have str keys. Accept both.
+        batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+        xs.append(np.asarray(batch["data"], dtype=np.uint8))
+        ys.append(np.asarray(batch[label_key.decode()], dtype=np.int64))
     # Each row is 3072 bytes in row-major C, H, W order (1024 red, then green, then blue).
     x = torch.from_numpy(np.concatenate(xs)).reshape(-1, 3, 32, 32)
     return x, torch.from_numpy(np.concatenate(ys))
