@@ -23,6 +23,7 @@ import pickle
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -80,16 +81,26 @@ def standard_pipeline(model_name: str, batch: int, root: Path, device: torch.dev
     model = build_model(model_name, device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return timed_epochs(epochs, device, lambda: loader, step)
+
+
+def timed_epochs(epochs: int, device: torch.device, batches: Callable[[], Iterable],
+                 step: Callable[[torch.Tensor, torch.Tensor], None]) -> float:
+    """images/s of the last of `epochs` passes over batches(), running step(x, y) on each."""
     rate = 0.0
     for _ in range(epochs):
         sync(device)
         t0, seen = time.perf_counter(), 0
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = loss_fn(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        for x, y in batches():
+            step(x, y)
             seen += len(y)
         sync(device)
         rate = seen / (time.perf_counter() - t0)
@@ -133,20 +144,15 @@ def bare_loop(overrides: list[str], epochs: int) -> float:
     opt = instantiate(cfg.optimizer)(model.parameters())
     loss_fn = torch.nn.CrossEntropyLoss()
     gen = torch.Generator(device=device).manual_seed(0)
-    rate = 0.0
-    for _ in range(epochs):
-        sync(device)
-        t0, seen = time.perf_counter(), 0
-        for x, y in data.train.batches(gen):
-            with fast.autocast():
-                loss = loss_fn(model(fast.inputs(x)), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            seen += len(y)
-        sync(device)
-        rate = seen / (time.perf_counter() - t0)
-    return rate
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        with fast.autocast():
+            loss = loss_fn(model(fast.inputs(x)), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return timed_epochs(epochs, device, lambda: data.train.batches(gen), step)
 
 
 def main() -> None:

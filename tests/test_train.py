@@ -164,3 +164,13 @@ def test_figure1_sweep_is_15_trainings_with_5_decays_each(tmp_path):
     assert len(runs) == 15 and all(r["status"] == "completed" for r in runs)
     decays = ("0.9", "0.99", "0.999", "0.9995", "0.9997")
     assert all(f"ema_{d}/test_acc" in r["metrics"] for r in runs for d in decays)
+
+
+def test_joblib_launcher_runs_trainings_in_parallel(tmp_path):
+    proc = run_script("train.py", ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                                   "debug=fast", "seed=0,1", f"hydra.sweep.dir={tmp_path}",
+                                   "trainer.progress=false", "trainer.tensorboard=false"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = [summary(d) for d in tmp_path.iterdir() if d.is_dir()]
+    assert len(runs) == 2 and all(r["status"] == "completed" for r in runs)
+    assert runs[0]["metrics"] != runs[1]["metrics"]  # two seeds, two different trainings
