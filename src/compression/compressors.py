@@ -8,7 +8,8 @@ Interface: `bits` (payload bits per element), `scaled` (whether fp32 scales are 
 contributes. Scaled compressors keep one scale per segment: `segments` is a Segments of the n
 elements (one per parameter tensor in training, so a DDP bucket, which holds whole tensors, gets
 the same scales as the whole model); None means one segment per row.
-Everything is vectorised and free of host syncs (no .item(), no boolean-mask indexing).
+Everything is vectorised and free of host syncs (no values read back to the host, no boolean-mask
+indexing), so a GPU step never waits for the CPU.
 """
 
 from __future__ import annotations
