@@ -45,6 +45,11 @@ class EMA:
         self._other_idx = [i for i, k in enumerate(self.keys) if not state[k].is_floating_point()]
         self._src = [state[k] for k in self.keys]
         self.averages = {n: [t.detach().clone() for t in self._src] for n in self.names}
+        # The per-step tensor lists, built once: update() runs after every optimizer step.
+        self._src_f = [self._src[i] for i in self._float_idx]
+        self._src_o = [self._src[i] for i in self._other_idx]
+        self._avg_f = {n: [a[i] for i in self._float_idx] for n, a in self.averages.items()}
+        self._avg_o = {n: [a[i] for i in self._other_idx] for n, a in self.averages.items()}
 
     def decay_at(self, decay: float, t: int) -> float:
         """The decay applied at update number t (1-based)."""
@@ -57,14 +62,11 @@ class EMA:
     def update(self) -> None:
         """Fold the model's current weights into every average (call after each optimizer step)."""
         self.updates += 1
-        src_f = [self._src[i] for i in self._float_idx]
-        src_o = [self._src[i] for i in self._other_idx]
         for decay, name in zip(self.decays, self.names, strict=True):
-            avg = self.averages[name]
             weight = 1.0 - self.decay_at(decay, self.updates)
-            torch._foreach_lerp_([avg[i] for i in self._float_idx], src_f, weight)
-            if src_o:
-                torch._foreach_copy_([avg[i] for i in self._other_idx], src_o)
+            torch._foreach_lerp_(self._avg_f[name], self._src_f, weight)
+            if self._src_o:
+                torch._foreach_copy_(self._avg_o[name], self._src_o)
 
     def state_of(self, name: str) -> dict[str, torch.Tensor]:
         """The averaged model `name` as a state dict (shares storage with the average)."""
