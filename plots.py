@@ -8,7 +8,9 @@ from omegaconf import DictConfig
 from src.cli import report_user_errors
 from src.errors import ConfigError
 
-FIGURES = ("curves", "ema", "lr_stability", "bin_usage")
+FIGURES = ("curves", "ema", "lr_stability", "bin_usage", "phase_diagram")
+# The metric a figure kind shows when plots.py is given metric=null.
+DEFAULT_METRIC = {"phase_diagram": "test_err"}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="plots")
@@ -24,11 +26,13 @@ def main(cfg: DictConfig) -> None:
         raise ConfigError(f"x={cfg.x} is not an axis: use epoch or step")
     runs, out = find_runs(cfg.runs), Path(cfg.out_dir)
     group_by = None if cfg.group_by is None else list(cfg.group_by)
+    metric = cfg.metric or DEFAULT_METRIC.get(cfg.figure, "val_acc")
     written = {
-        "curves": lambda: figures.curves(runs, cfg.metric, cfg.x, group_by, out),
+        "curves": lambda: figures.curves(runs, metric, cfg.x, group_by, out),
         "ema": lambda: figures.ema(runs, out),
-        "lr_stability": lambda: figures.lr_stability(runs, cfg.metric, group_by, out),
+        "lr_stability": lambda: figures.lr_stability(runs, metric, group_by, out),
         "bin_usage": lambda: figures.bin_usage(runs, out),
+        "phase_diagram": lambda: figures.phase_diagram(runs, metric, out),
     }[cfg.figure]()
     for path in written:
         print(f"wrote {path}")

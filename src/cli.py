@@ -106,6 +106,6 @@ def hydra_run_dir() -> Path | None:
 @report_user_errors(hydra_run_dir)
 def train_task(cfg: DictConfig) -> float:
     """The task of train.py and of every tune.py trial: train one run, return its objective."""
-    from src.runner import run  # after Hydra has parsed the command line: --help stays fast
+    from hydra.utils import get_method  # after Hydra has parsed the command line: --help stays fast
 
-    return run(cfg, hydra_run_dir())
+    return get_method(cfg.task.run)(cfg, hydra_run_dir())

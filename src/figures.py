@@ -5,6 +5,7 @@ Sizes fit one paper column (3.4 in wide); axes carry units; legends name the con
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -198,3 +199,78 @@ def bin_usage(runs: list[Run], out_dir: Path) -> list[Path]:
             ax.legend(frameon=False, title="level", ncol=4, loc="lower right")
         axes[-1][0].set_xlabel("step")
         return save(fig, out_dir, "bin_usage")
+
+
+def phase_diagram(runs: list[Run], metric: str, out_dir: Path) -> list[Path]:
+    """Regimes of SGD: `metric` (default test error) over the (batch size B, learning rate dt)
+    plane, log-log, mean over seeds, with iso-temperature lines dt = T B h; and the final
+    ||w - w0|| against T, one line per B. One pair of files per group of other varying keys."""
+    rows = [{**r.config, "B": r.summary["batch_size"], "dt": r.summary["dt"],
+             "T": r.summary["temp"], "h": r.summary["width"], "status": r.status,
+             **r.summary.get("metrics", {})} for r in runs if "temp" in r.summary]
+    if not rows:
+        raise ConfigError("no run here is a finished regimes run: train with task=regimes or "
+                          "experiment=regimes_* first")
+    frame = pd.DataFrame(rows)
+    if metric not in frame:
+        raise ConfigError(f"metric={metric} is not a regimes metric: use test_err, test_loss, "
+                          f"train_nd, dnorm or another summary.json metric")
+    sweep = ("batch_size", "task.dt", "task.temp")
+    keys = [k for k in varying_keys(frame, runs) if k not in sweep]
+    written: list[Path] = []
+    for values, part in frame.groupby(keys) if keys else [((), frame)]:
+        values = values if isinstance(values, tuple) else (values,)
+        suffix = "_".join(f"{k.split('.')[-1]}{v}" for k, v in zip(keys, values, strict=True))
+        stem = f"phase_diagram_{suffix}" if suffix else "phase_diagram"
+        written += _phase_plane(part, metric, group_name(keys, values), out_dir, stem)
+        written += _norm_vs_temperature(part, group_name(keys, values), out_dir,
+                                        stem.replace("phase_diagram", "phase_norm"))
+    return written
+
+
+def _phase_plane(frame: pd.DataFrame, metric: str, title: str, out_dir: Path,
+                 stem: str) -> list[Path]:
+    ok = frame[frame["status"] == "completed"]
+    cells = ok.groupby(["B", "dt"], as_index=False).agg(value=(metric, "mean"), h=("h", "first"))
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=COLUMN)
+        points = ax.scatter(cells["B"], cells["dt"], c=cells["value"], marker="s", s=30,
+                            cmap="viridis", edgecolors="none")
+        fig.colorbar(points, ax=ax, label=metric)
+        diverged = frame[frame["status"] == "diverged"]
+        if len(diverged):
+            ax.plot(diverged["B"], diverged["dt"], "x", color="red", ms=3, label="diverged")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        b = np.geomspace(frame["B"].min(), frame["B"].max(), 50)
+        h = float(frame["h"].iloc[0])
+        temps = frame["T"]
+        for exponent in range(math.floor(math.log10(temps.min())),
+                              math.ceil(math.log10(temps.max())) + 1):
+            ax.plot(b, 10.0**exponent * b * h, "--", color="gray", lw=0.6)
+            ax.annotate(f"T=1e{exponent}", (b[-1], 10.0**exponent * b[-1] * h), fontsize=5,
+                        color="gray")
+        ax.set_ylim(frame["dt"].min() / 1.5, frame["dt"].max() * 1.5)
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel("learning rate dt")
+        ax.set_title(title)
+        if len(diverged):
+            ax.legend(frameon=False)
+        return save(fig, out_dir, stem)
+
+
+def _norm_vs_temperature(frame: pd.DataFrame, title: str, out_dir: Path,
+                         stem: str) -> list[Path]:
+    ok = frame[frame["status"] == "completed"]
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=COLUMN)
+        for batch, part in ok.groupby("B"):
+            cells = part.groupby("T", as_index=False)["dnorm"].mean().sort_values("T")
+            ax.plot(cells["T"], cells["dnorm"], marker="o", ms=2, label=f"B={batch}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("temperature T = dt / (B h)")
+        ax.set_ylabel("final ||w - w0||")
+        ax.set_title(title)
+        ax.legend(frameon=False, ncol=2)
+        return save(fig, out_dir, stem)

@@ -96,6 +96,9 @@ def check_config(cfg: DictConfig) -> None:
         if not isinstance(value, int) or value < low or (high is not None and value > high):
             span = f"{low}..{high}" if high is not None else f">= {low}"
             raise ConfigError(f"{key}={value} is out of range: use an integer {span}")
+    if "ptr" in cfg.dataset:
+        raise ConfigError(f"dataset={cfg.dataset.name} is a binary dataset of the regimes study: "
+                          f"add task=regimes, or choose a classification dataset")
     names = metric_names(cfg)
     if cfg.objective not in names:
         raise ConfigError(f"objective={cfg.objective} is not a metric of this run: use one of "
@@ -153,6 +156,19 @@ def final_metrics(trainer: Trainer, state: TrainState, data: DataBundle) -> dict
     return metrics
 
 
+def finished_objective(run_dir: Path, digest: str, objective_name: str) -> float | None:
+    """The objective of a run that already finished in `run_dir` with this config, else None."""
+    path = Path(run_dir) / SUMMARY
+    if not path.exists():
+        return None
+    done = read_json(path)
+    if done.get("status") not in FINISHED or done.get("config_digest") != digest:
+        return None
+    log.info("run in %s already %s; objective %s", run_dir, done["status"], done["objective"])
+    objective = done["objective"]
+    return worst_objective(objective_name) if objective is None else objective
+
+
 def run(cfg: DictConfig, run_dir: Path) -> float:
     """Train the run described by `cfg` in `run_dir` and return its objective.
 
@@ -169,13 +185,9 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     run_dir = Path(run_dir)
     digest = config_digest(cfg)
     summary_path, ckpt_path = run_dir / SUMMARY, run_dir / CHECKPOINT
-    if summary_path.exists():
-        done = read_json(summary_path)
-        if done.get("status") in FINISHED and done.get("config_digest") == digest:
-            log.info("run in %s already %s; objective %s", run_dir, done["status"],
-                     done["objective"])
-            objective = done["objective"]
-            return worst_objective(cfg.objective) if objective is None else objective
+    done = finished_objective(run_dir, digest, cfg.objective)
+    if done is not None:
+        return done
     ckpt = load_checkpoint(ckpt_path, digest) if ckpt_path.exists() else None
 
     torch.manual_seed(cfg.seed)

@@ -1,0 +1,301 @@
+"""The regimes-of-SGD study: data, networks, alpha-scaled losses, step-based SGD, observables,
+checkpoints, sweeps and the phase diagram."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from src.models.mean_field import ACTIVATIONS, mean_field_mlp, perceptron
+from src.regimes.data import cifar_animal, depleted_sign, mnist_parity, teacher_student
+from src.regimes.losses import margin_loss, mean_loss
+from src.regimes.observables import jacobian, ntk_stats, weight_norms
+from src.regimes.runner import loss_ladder, step_size
+from src.results import find_runs
+from src.run_log import read_jsonl
+from tests.conftest import ROOT, compose_train, run_script, summary, train
+from tests.test_data import _write_cifar10, _write_mnist_tree
+
+# A perceptron on 256 teacher-student points in d = 16: fits in a few hundred steps.
+SMALL = ["task=regimes", "device=cpu", "trainer.tensorboard=false", "dataset.source.d=16",
+         "dataset.ptr=256", "dataset.pte=256", "task.alpha=4"]
+
+
+# ---------------------------------------------------------------- data
+
+
+@pytest.mark.parametrize("chi", [0.0, 1.0, 3.0])
+def test_depleted_sign_first_coordinate_follows_theory(chi):
+    x, y = depleted_sign(200_000, 4, chi, seed=0)
+    x1 = x[:, 0]
+    # density ~ |x1|^chi exp(-x1^2/2): E[x1^2] = chi + 1, E[x1^4] = (chi + 1)(chi + 3)
+    assert float((x1**2).mean()) == pytest.approx(chi + 1, rel=0.02)
+    assert float((x1**4).mean()) == pytest.approx((chi + 1) * (chi + 3), rel=0.05)
+    assert float((y > 0).double().mean()) == pytest.approx(0.5, abs=0.005)
+    assert torch.equal(y, torch.sign(x1))
+    assert float(x[:, 1:].var()) == pytest.approx(1.0, rel=0.01)
+    # depletion: with chi > 0 fewer points lie near the decision boundary x1 = 0
+    near = float((x1.abs() < 0.1).double().mean())
+    assert near == pytest.approx(0.0797, rel=0.05) if chi == 0 else near < 0.01
+
+
+def test_teacher_student_train_and_test_have_their_own_seeds():
+    a = teacher_student(50, 30, seed_train=0, seed_test=1, d=8)
+    b = teacher_student(50, 30, seed_train=0, seed_test=2, d=8)
+    c = teacher_student(50, 30, seed_train=5, seed_test=1, d=8)
+    assert torch.equal(a.train_x, b.train_x) and not torch.equal(a.test_x, b.test_x)
+    assert torch.equal(a.test_x, c.test_x) and not torch.equal(a.train_x, c.train_x)
+    assert a.train_x.shape == (50, 8) and a.test_y.shape == (30,)
+
+
+def test_mnist_parity_reads_idx_files_and_labels_parity(tmp_path):
+    arrays = _write_mnist_tree(tmp_path, "MNIST")
+    data = mnist_parity(ptr=5, pte=3, seed_train=0, seed_test=0, root=str(tmp_path))
+    images = np.concatenate([arrays["train_x"], arrays["test_x"]]).astype(np.float64)
+    digits = np.concatenate([arrays["train_y"], arrays["test_y"]])
+    standardised = (images - 33.31) / 78.57
+    for x, y in zip([*data.train_x, *data.test_x], [*data.train_y, *data.test_y], strict=True):
+        i = int(np.argmin(np.abs(standardised - x[0].numpy()).sum(axis=(1, 2))))
+        assert np.allclose(standardised[i], x[0].numpy())
+        assert float(y) == (1.0 if digits[i] % 2 == 0 else -1.0)
+    seen = {tuple(x.flatten()[:8].tolist()) for x in [*data.train_x, *data.test_x]}
+    assert len(seen) == 8  # train and test are disjoint
+    with pytest.raises(ValueError, match="ptr=8 \\+ pte=3 exceeds its 9 points"):
+        mnist_parity(ptr=8, pte=3, seed_train=0, seed_test=0, root=str(tmp_path))
+
+
+def test_cifar_animal_labels_vehicles_minus_one(tmp_path):
+    written = _write_cifar10(tmp_path, per_batch=4)  # 24 images, labels cycle through 0..9
+    data = cifar_animal(ptr=20, pte=4, seed_train=0, seed_test=0, root=str(tmp_path))
+    labels = [lab for batch in written.values() for lab in batch[b"labels"]]
+    vehicles = sum(lab in (0, 1, 8, 9) for lab in labels)
+    y = torch.cat([data.train_y, data.test_y])
+    assert int((y == -1).sum()) == vehicles and int((y == 1).sum()) == 24 - vehicles
+    raw = np.concatenate([b[b"data"] for b in written.values()]).astype(np.float64)
+    assert float(torch.cat([data.train_x, data.test_x]).mean()) == pytest.approx(
+        (raw.mean() - 120.93) / 64.14)
+
+
+# ---------------------------------------------------------------- networks and losses
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_mean_field_activations_have_unit_second_moment(activation):
+    net = mean_field_mlp((8,), 1, width=4, depth=1, activation=activation)
+    z = torch.randn(2_000_000, dtype=torch.float64)
+    assert float((net.phi(z) * net.phi_norm).pow(2).mean()) == pytest.approx(1.0, rel=0.01)
+
+
+def test_mean_field_mlp_scales_and_has_no_biases():
+    torch.manual_seed(0)
+    net = mean_field_mlp((3, 2, 2), 1, width=32, depth=2, activation="relu").double()
+    assert all(p.ndim == 2 for p in net.parameters())  # weight matrices only
+    assert all(abs(float(p.detach().std()) - 1) < 0.15 for p in net.parameters())  # N(0, 1) weights
+    x = torch.randn(5, 3, 2, 2, dtype=torch.float64)
+    h = x.flatten(1)
+    for w in net.hidden:
+        h = torch.relu(h @ w.t() / math.sqrt(w.shape[1])) * math.sqrt(2)
+    assert torch.allclose(net(x), h @ net.readout.t() / 32)
+    p = perceptron((16,), 1)
+    assert torch.allclose(p(h[:, :16].float()), h[:, :16].float() @ p.weight.t() / 4)
+
+
+@pytest.mark.parametrize("loss", ["hinge", "quadratic_hinge", "mse", "soft_hinge"])
+@pytest.mark.parametrize("alpha", [1.0, 32768.0])
+def test_initial_loss_of_a_centred_network_is_one_over_alpha(loss, alpha):
+    phi = margin_loss(loss)
+    y = torch.tensor([1.0, -1.0, 1.0, 1.0], dtype=torch.float64)
+    value = float(mean_loss(phi, torch.zeros(4, dtype=torch.float64), y, alpha))
+    assert value == pytest.approx(1 / alpha, rel=1e-8)
+
+
+def test_hinge_is_zero_beyond_the_margin():
+    phi = margin_loss("hinge")
+    y = torch.tensor([1.0, -1.0])
+    assert float(mean_loss(phi, torch.tensor([0.5, -0.5]), y, alpha=2.0)) == 0.0
+    assert float(mean_loss(phi, torch.tensor([0.25, 0.0]), y, alpha=2.0)) == pytest.approx(
+        (0.5 + 1.0) / 2 / 2)
+
+
+def test_temperature_and_learning_rate_follow_each_other():
+    assert step_size(dt=0.5, temp=None, bs=8, width=64) == (0.5, 0.5 / (8 * 64))
+    assert step_size(dt=0.5, temp=1e-3, bs=8, width=64) == pytest.approx((1e-3 * 8 * 64, 1e-3))
+
+
+def test_loss_ladder_is_log_dense_toward_zero():
+    ladder = loss_ladder(0.5, 4, 1e-4)
+    assert np.allclose(ladder, 0.5 * np.array([1e-1, 1e-2, 1e-3, 1e-4]))
+
+
+# ---------------------------------------------------------------- observables
+
+
+def test_ntk_gram_matrix_and_gradient_noise_match_explicit_jacobians():
+    torch.manual_seed(0)
+    net = mean_field_mlp((5,), 1, width=7, depth=2, activation="gelu").double()
+    x = torch.randn(6, 5, dtype=torch.float64)
+    y = torch.tensor([1.0, -1.0, 1.0, -1.0, -1.0, 1.0], dtype=torch.float64)
+    rows = []
+    for xi in x:
+        grads = torch.autograd.grad(net(xi[None]).squeeze(), list(net.parameters()))
+        rows.append(torch.cat([g.flatten() for g in grads]))
+    explicit = torch.stack(rows)
+    assert torch.allclose(jacobian(net, x), explicit)
+    alpha, phi = 3.0, margin_loss("quadratic_hinge")
+    pred = (net(x).squeeze(1) * 0.2).detach()
+    k0 = explicit @ explicit.t() * 0.5
+    stats, kernel = ntk_stats(net, x, y, pred, alpha, phi, k0)
+    assert torch.allclose(kernel, explicit @ explicit.t())
+    assert stats["ntk_delta"] == pytest.approx(float((kernel - k0).pow(2).mean()))
+    assert stats["ntk_yKy"] == pytest.approx(float(y @ kernel @ y))
+    assert stats["ntk_yKinvy"] == pytest.approx(float(y @ torch.linalg.pinv(kernel) @ y / 36))
+    # per-sample loss gradients through autograd of phi(alpha y f)/alpha, with f's offset fixed
+    offset = net(x).squeeze(1).detach() - pred
+    per_sample = []
+    for xi, yi, oi in zip(x, y, offset, strict=True):
+        loss = phi(alpha * yi * (net(xi[None]).squeeze() - oi)) / alpha
+        per_sample.append(torch.cat([g.flatten() for g in torch.autograd.grad(
+            loss, list(net.parameters()))]))
+    g = torch.stack(per_sample)
+    assert stats["grad_norm"] == pytest.approx(float(g.mean(0).norm()))
+    assert stats["grad_var"] == pytest.approx(float((g - g.mean(0)).pow(2).sum(1).mean()))
+
+
+def test_weight_norms_per_layer():
+    net = mean_field_mlp((3,), 1, width=2, depth=1, activation="relu")
+    w0 = {k: torch.zeros_like(v) for k, v in net.named_parameters()}
+    norms = weight_norms(net, w0)
+    total = sum(float(p.detach().pow(2).sum()) for p in net.parameters())
+    assert norms["norm2/hidden.0"] == pytest.approx(float(net.hidden[0].pow(2).sum()))
+    assert norms["norm"] == pytest.approx(math.sqrt(total), rel=1e-6)
+    assert norms["dnorm"] == pytest.approx(norms["norm"], rel=1e-6)
+
+
+# ---------------------------------------------------------------- runs
+
+
+def test_perceptron_fits_separable_data_to_zero_training_error(tmp_path):
+    run_dir = tmp_path / "run"
+    train(run_dir, *SMALL, "batch_size=16", "task.dt=1", "task.ckpt_grad_stats=32")
+    s = summary(run_dir)
+    assert s["status"] == "completed" and s["stop_reason"] in ("zero_loss", "margin")
+    assert s["metrics"]["train_err"] == 0 and s["metrics"]["train_nd"] == 0
+    assert s["metrics"]["train_margin"] >= 1
+    history = read_jsonl(run_dir / "history.jsonl")
+    assert history[0]["step"] == 0 and history[0]["train_aloss"] == pytest.approx(1.0)
+    # a perceptron's tangent kernel x.x'/d does not depend on w: it never moves
+    assert max(abs(r["ntk_delta"]) for r in history) < 1e-10 and history[-1]["ntk_norm"] > 0
+    losses = [r["train_loss"] for r in history]
+    assert len(history) >= 5 and losses == sorted(losses, reverse=True)
+    assert s["dt"] == 1 and s["temp"] == pytest.approx(1 / 16)
+
+
+def test_temperature_sets_the_learning_rate_of_the_mlp(tmp_path):
+    run_dir = tmp_path / "run"
+    train(run_dir, *SMALL, "model=mf_mlp", "model.width=16", "model.depth=2", "batch_size=8",
+          "task.temp=0.05", "task.max_step=20", "task.ckpt_grad_stats=16", "task.alpha=1")
+    s = summary(run_dir)
+    assert s["dt"] == pytest.approx(0.05 * 8 * 16) and s["width"] == 16
+    assert s["stop_reason"] == "max_step" and s["step"] == 20
+    history = read_jsonl(run_dir / "history.jsonl")
+    assert history[-1]["ntk_delta"] > 0  # feature learning: the MLP's kernel moves
+
+
+def test_wall_time_budget_stops_a_run_that_keeps_its_data(tmp_path):
+    run_dir = tmp_path / "run"
+    train(run_dir, *SMALL, "task.alpha=1000", "batch_size=1", "task.dt=1e-4",
+          "task.max_wall=1", "task.eval_every=50", "task.ckpt_step_points=40")
+    s = summary(run_dir)
+    assert s["status"] == "completed" and s["stop_reason"] == "max_wall"
+    (run,) = find_runs(str(run_dir))
+    assert len(run.history) >= 2 and run.history[-1]["step"] == s["step"] > 0
+    assert run.config["task.max_wall"] == 1 and run.config["choice.task"] == "regimes"
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    args = [*SMALL, "task.alpha=1000", "batch_size=1", "task.dt=1e-3", "task.max_step=30000",
+            "task.eval_every=500", "task.save_every_s=0", "task.ckpt_step_points=10"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    train(whole, *args)
+    cmd = [sys.executable, "train.py", *args, f"hydra.run.dir={killed}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (
+            killed / "checkpoint.pt").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-run: no chance to clean up
+    assert proc.wait() == -signal.SIGKILL and not (killed / "summary.json").exists()
+    assert len(read_jsonl(killed / "history.jsonl")) >= 1  # saved data survives the kill
+    train(killed, *args)
+    a, b = summary(whole), summary(killed)
+    assert a["metrics"] == b["metrics"] and a["step"] == b["step"] == 30000
+    strip = ("wall_s",)
+    assert [{k: v for k, v in r.items() if k not in strip} for r in read_jsonl(
+        whole / "history.jsonl")] == [{k: v for k, v in r.items() if k not in strip}
+                                       for r in read_jsonl(killed / "history.jsonl")]
+
+
+def test_sweep_skips_finished_runs_and_draws_the_phase_diagram(tmp_path):
+    sweep = ["-m", *SMALL, "batch_size=8,32", "task.dt=0.1,1", "task.max_step=50",
+             f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    first = run_script("train.py", sweep)
+    assert first.returncode == 0, first.stderr[-2000:]
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep").rglob("summary.json")}
+    assert len(stamps) == 4
+    again = run_script("train.py", sweep)
+    assert again.returncode == 0 and "already completed" in again.stdout + again.stderr
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
+    out = tmp_path / "plots"
+    proc = run_script("plots.py", [f"runs={tmp_path / 'sweep'}", "figure=phase_diagram",
+                                   f"out_dir={out}"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {p.name for p in out.iterdir()} == {"phase_diagram.png", "phase_diagram.pdf",
+                                               "phase_norm.png", "phase_norm.pdf"}
+
+
+@pytest.mark.parametrize("preset", ["regimes_perceptron_chi0", "regimes_perceptron_chi1",
+                                    "regimes_mnist_parity_lazy", "regimes_mnist_parity_feature"])
+def test_presets_are_the_seed_sweeps(preset):
+    cfg = compose_train([f"experiment={preset}"])
+    params = cfg.hydra.sweeper.params if "hydra" in cfg else None
+    assert cfg.task.run == "src.regimes.runner.run" and cfg.objective == "test_err"
+    if "perceptron" in preset:
+        assert (cfg.dataset.source.d, cfg.dataset.ptr, cfg.task.alpha) == (128, 8192, 128)
+        assert cfg.dataset.source.chi == int(preset[-1])
+    else:
+        assert (cfg.model.depth, cfg.model.width, cfg.model.activation) == (5, 128, "gelu")
+        assert cfg.task.alpha == (32768 if preset.endswith("lazy") else 1)
+    assert params is None or "batch_size" in params
+
+
+def test_presets_run_with_debug_fast(tmp_path):
+    _write_mnist_tree(tmp_path / "data", "MNIST")
+    for preset in ("regimes_perceptron_chi1", "regimes_mnist_parity_lazy"):
+        run_dir = tmp_path / preset
+        extra = ["dataset.ptr=6", "dataset.pte=3", "batch_size=2"] if "mnist" in preset else []
+        train(run_dir, f"experiment={preset}", "debug=fast", "device=cpu",
+              f"data_dir={tmp_path / 'data'}", *extra)
+        s = summary(run_dir)
+        assert s["status"] == "completed" and 0 <= s["objective"] <= 1
+    assert summary(tmp_path / "regimes_perceptron_chi1")["ptr"] == 256  # debug=fast's limit
+
+
+def test_wrong_dataset_for_a_task_is_one_line(tmp_path):
+    proc = train(tmp_path / "a", "task=regimes", "dataset=digits", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: dataset=digits is not a binary")
+    proc = train(tmp_path / "b", "dataset=teacher_student", check=False)
+    assert proc.returncode == 2 and "add task=regimes" in proc.stderr
+    proc = train(tmp_path / "c", *SMALL, "batch_size=512", check=False)
+    assert proc.returncode == 2 and "batch_size=512 exceeds the 256 training points" in proc.stderr
+    assert not any((tmp_path / d).exists() for d in "abc")
+
