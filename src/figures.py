@@ -244,13 +244,16 @@ def _phase_plane(frame: pd.DataFrame, metric: str, title: str, out_dir: Path,
         ax.set_yscale("log", base=2)
         b = np.geomspace(frame["B"].min(), frame["B"].max(), 50)
         h = float(frame["h"].iloc[0])
-        temps = frame["T"]
-        for exponent in range(math.floor(math.log10(temps.min())),
-                              math.ceil(math.log10(temps.max())) + 1):
-            ax.plot(b, 10.0**exponent * b * h, "--", color="gray", lw=0.6)
-            ax.annotate(f"T=1e{exponent}", (b[-1], 10.0**exponent * b[-1] * h), fontsize=5,
-                        color="gray")
-        ax.set_ylim(frame["dt"].min() / 1.5, frame["dt"].max() * 1.5)
+        top = frame["dt"].max() * 1.5
+        ax.set_ylim(frame["dt"].min() / 1.5, top)
+        for exponent in range(math.floor(math.log10(frame["T"].min())),
+                              math.ceil(math.log10(frame["T"].max())) + 1):
+            temp = 10.0**exponent
+            ax.plot(b, temp * b * h, "--", color="gray", lw=0.6)
+            at = min(b[-1], top / (temp * h)) / 1.4  # label where the line is still visible
+            if at >= b[0]:
+                ax.text(at, temp * at * h, f"T=1e{exponent}", fontsize=5, color="gray",
+                        ha="right", va="bottom", clip_on=True)
         ax.set_xlabel("batch size B")
         ax.set_ylabel("learning rate dt")
         ax.set_title(title)

@@ -28,3 +28,14 @@ def test_compression_benchmark_reports_its_ratios(tmp_path):
     result = json.loads(out.read_text())
     assert result["training"][0]["time_per_sample_ratio"] > 0
     assert [p["bits"] for p in result["packing"]] == [1, 2, 3, 4, 8]
+
+
+def test_regimes_benchmark_reports_step_costs_and_ntk_time(tmp_path):
+    out = tmp_path / "regimes.json"
+    proc = run_script("benchmarks/regimes.py", ["--steps", "300", "--ptr", "512", "--ntk-n", "8",
+                                                "--width", "16", "--depth", "2", "--inputs",
+                                                "10", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["compiled_speedup"] == result["eager_step_us"] / result["compiled_step_us"]
+    assert result["ntk"]["seconds"] > 0
