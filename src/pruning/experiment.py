@@ -152,6 +152,7 @@ def ensure_reference(cfg: DictConfig, run_dir: Path, dist: distributed.Dist) -> 
                 OmegaConf.save(ref, ref_dir / ".hydra" / "config.yaml")
             log.info("reference: %s", ref_dir)
             run(ref, ref_dir)
+        barrier(dist)  # rank 0 writes the reference's summary after the others return
     status = read_json(ref_dir / SUMMARY).get("status") if (ref_dir / SUMMARY).exists() else None
     if status != "completed":
         raise ConfigError(f"the reference in {ref_dir} is {status or 'unfinished'}: train it to "
@@ -172,6 +173,11 @@ def restart_schedule(scheduler: LambdaLR, step: int) -> None:
     for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
         group["lr"] = lr
     scheduler._last_lr = lrs
+
+
+def barrier(dist: distributed.Dist) -> None:
+    if dist.enabled:
+        torch_dist.barrier()
 
 
 def broadcast_masks(masks: Masks, dist: distributed.Dist) -> None:
@@ -358,6 +364,7 @@ class PruningExperiment:
             if self.dist.is_main:
                 write_json_atomic(self.run_dir / SUMMARY, summary)
             raise
+        barrier(self.dist)  # every cell's record is written
         records = [read_json(p) for p in sorted(self.cells_dir.glob("*.json"))]
         potential = prune_potential(reference, records, delta=0.5)
         summary.update(status="completed", cells=len(records), objective=potential,
