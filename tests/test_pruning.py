@@ -308,3 +308,27 @@ def test_seed_004_preset_runs_with_debug_fast_and_plots(tmp_path):
     assert arrays["cells_test_top1_err"].shape == (1, 2, 1, 1)
     report = json.loads((tmp_path / "plots" / "prunability.json").read_text())
     assert [r["delta"] for r in report][:3] == [-10.0, -5.0, -2.0] and len(report) == 13
+
+
+def test_retraining_restarts_the_training_schedule_at_the_chosen_epoch():
+    from src.optim.schedulers import cosine, multistep
+    from src.pruning.experiment import restart_schedule
+
+    first = []
+    for build in (lambda o: multistep(o, 3, 4, milestones=[2], reference_epochs=4, gamma=0.1),
+                  lambda o: cosine(o, 3, 4)):
+        stepped = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+        restarted = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+        a, b = build(stepped), build(restarted)
+        for _ in range(6):  # two epochs of three steps
+            stepped.step()
+            a.step()
+        restart_schedule(b, 6)
+        first.append(restarted.param_groups[0]["lr"])
+        for _ in range(6):  # the retraining's steps see the same learning rates
+            assert restarted.param_groups[0]["lr"] == pytest.approx(stepped.param_groups[0]["lr"])
+            for opt, sched in ((stepped, a), (restarted, b)):
+                opt.step()
+                sched.step()
+    # Epoch 2 of 4: after the multistep milestone (x0.1), halfway down the cosine (x0.5).
+    assert first == pytest.approx([0.01, 0.05])

@@ -146,7 +146,7 @@ def ensure_reference(cfg: DictConfig, run_dir: Path, dist: distributed.Dist) -> 
     else:
         ref = reference_config(cfg)
         ref_dir = run_dir.parent / f"reference-{config_digest(ref)}"
-        with exclusive(ref_dir.with_name(ref_dir.name + ".lock"), not dist.enabled):
+        with exclusive(ref_dir / "reference.lock", not dist.enabled):
             if dist.is_main:
                 (ref_dir / ".hydra").mkdir(parents=True, exist_ok=True)
                 OmegaConf.save(ref, ref_dir / ".hydra" / "config.yaml")
