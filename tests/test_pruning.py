@@ -332,3 +332,37 @@ def test_retraining_restarts_the_training_schedule_at_the_chosen_epoch():
                 sched.step()
     # Epoch 2 of 4: after the multistep milestone (x0.1), halfway down the cosine (x0.5).
     assert first == pytest.approx([0.01, 0.05])
+
+
+def test_collector_merges_cells_of_split_jobs_and_refuses_duplicates(tmp_path):
+    from src.pruning.report import collect
+
+    def write(run: str, net: str, method: str, mode: str, rep: int, keep: float,
+              err: float) -> None:
+        folder = tmp_path / run / "cells"
+        folder.mkdir(parents=True, exist_ok=True)
+        ref = {"reference_digest": net, "test_top1_err": 0.1, "test_top5_err": 0.01,
+               "test_loss": 0.3, "params_prunable": 100, "flops": 1000.0}
+        (tmp_path / run / "reference.json").write_text(json.dumps(ref))
+        cell = {"reference_digest": net, "method": method, "mode": mode, "repetition": rep,
+                "keep_target": keep, "status": "completed", "test_top1_err": err,
+                "test_top5_err": err / 2, "test_loss": 1.0, "keep": keep,
+                "flops_kept_fraction": keep, "params_kept": 100 * keep}
+        (folder / f"rep{rep}_{keep}.json").write_text(json.dumps(cell))
+
+    # Two nets (seeds), two methods, jobs split by repetition and by ratio.
+    write("a", "net0", "magnitude", "retrain", 0, 0.5, 0.11)
+    write("b", "net0", "magnitude", "retrain", 1, 0.5, 0.13)
+    write("c", "net0", "magnitude", "retrain", 0, 0.2, 0.20)
+    write("d", "net1", "random", "cascade", 0, 0.5, 0.30)
+    results = collect(sorted(tmp_path.iterdir()))
+    assert results.nets == ["net0", "net1"] and results.methods == ["magnitude", "random/cascade"]
+    assert results.keep_targets == [0.5, 0.2] and results.repetitions == 2
+    err = results.cells["test_top1_err"]
+    assert err.shape == (2, 2, 2, 2)
+    assert err[0, 0, 0, 0] == 0.11 and err[0, 0, 1, 0] == 0.13 and err[0, 1, 0, 0] == 0.20
+    assert err[1, 0, 0, 1] == 0.30 and np.isnan(err).sum() == 16 - 4
+    assert results.mean("test_top1_err")[0, 0] == pytest.approx(0.12)
+    write("e", "net0", "magnitude", "retrain", 1, 0.5, 0.13)  # job b's cell once more
+    with pytest.raises(ConfigError, match="is in two runs"):
+        collect(sorted(tmp_path.iterdir()))
