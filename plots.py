@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from src.cli import report_user_errors
 from src.errors import ConfigError
 
-FIGURES = ("curves", "ema", "lr_stability", "bin_usage", "phase_diagram")
+FIGURES = ("curves", "ema", "lr_stability", "bin_usage", "phase_diagram", "pruning")
 # The metric a figure kind shows when plots.py is given metric=null.
 DEFAULT_METRIC = {"phase_diagram": "test_err"}
 
@@ -33,6 +33,7 @@ def main(cfg: DictConfig) -> None:
         "lr_stability": lambda: figures.lr_stability(runs, metric, group_by, out),
         "bin_usage": lambda: figures.bin_usage(runs, out),
         "phase_diagram": lambda: figures.phase_diagram(runs, metric, out),
+        "pruning": lambda: figures.pruning(runs, out),
     }[cfg.figure]()
     for path in written:
         print(f"wrote {path}")

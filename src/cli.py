@@ -105,7 +105,12 @@ def hydra_run_dir() -> Path | None:
 
 @report_user_errors(hydra_run_dir)
 def train_task(cfg: DictConfig) -> float:
-    """The task of train.py and of every tune.py trial: train one run, return its objective."""
+    """The task of train.py and of every tune.py trial: train one run (or, with a pruning method,
+    a prune-and-retrain experiment), return its objective."""
     from hydra.utils import get_method  # after Hydra has parsed the command line: --help stays fast
 
+    if (cfg.get("pruning") or {}).get("method") is not None:  # task=regimes has no pruning
+        from src.pruning.experiment import run_pruning
+
+        return run_pruning(cfg, hydra_run_dir())
     return get_method(cfg.task.run)(cfg, hydra_run_dir())

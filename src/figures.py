@@ -277,3 +277,51 @@ def _norm_vs_temperature(frame: pd.DataFrame, title: str, out_dir: Path,
         ax.set_title(title)
         ax.legend(frameon=False, ncol=2)
         return save(fig, out_dir, stem)
+def _per_ratio(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """values [nets, ratios, repetitions] -> mean and std over nets and repetitions per ratio,
+    NaN (cells that did not run) left out."""
+    flat = np.ma.masked_invalid(values.transpose(1, 0, 2).reshape(values.shape[1], -1))
+    return flat.mean(axis=1).filled(np.nan), flat.std(axis=1).filled(np.nan)
+
+
+def pruning(runs: list[Run], out_dir: Path) -> list[Path]:
+    """The prune-and-retrain study's figures and report, from the cells of every pruning run.
+
+    Figure: top-1 and top-5 test accuracy and test loss against the fraction of prunable
+    parameters pruned (top row) and of FLOPs pruned (bottom row), one curve per method (mean and
+    +-std band over nets and repetitions), the unpruned reference as a grey band (mean +- std over
+    nets). Also writes the merged arrays [nets, ratios, repetitions, methods] (npz and JSON) and
+    the prunability report (JSON and Markdown; src/pruning/report.py).
+    """
+    from src.pruning import report
+
+    results = report.collect([r.path for r in runs])
+    rows = report.prunability(results)
+    panels = (("test_top1_err", "top-1 test accuracy (%)", True),
+              ("test_top5_err", "top-5 test accuracy (%)", True),
+              ("test_loss", "test loss (nats)", False))
+    axes_x = (("keep", "parameters pruned (%)"), ("flops_kept_fraction", "FLOPs pruned (%)"))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(2, 3, figsize=(COLUMN[0] * 2, COLUMN[1] * 1.6), squeeze=False,
+                                 layout="constrained")
+        for (x_key, x_label), row in zip(axes_x, axes, strict=True):
+            for (metric, y_label, is_err), ax in zip(panels, row, strict=True):
+                def shown(v: np.ndarray, is_err: bool = is_err) -> np.ndarray:
+                    return 100.0 * (1.0 - v) if is_err else v
+
+                ref = shown(results.reference[metric])
+                ax.axhspan(ref.mean() - ref.std(), ref.mean() + ref.std(), color="0.6",
+                           alpha=0.3, lw=0)
+                ax.axhline(ref.mean(), color="0.4", ls="--", lw=0.8, label="unpruned")
+                for j, method in enumerate(results.methods):
+                    x, _ = _per_ratio(100.0 * (1.0 - results.cells[x_key][..., j]))
+                    y, y_std = _per_ratio(shown(results.cells[metric][..., j]))
+                    ok = ~np.isnan(x) & ~np.isnan(y)
+                    line, = ax.plot(x[ok], y[ok], marker="o", ms=2, label=method)
+                    ax.fill_between(x[ok], (y - y_std)[ok], (y + y_std)[ok], alpha=0.2,
+                                    color=line.get_color(), lw=0)
+                ax.set_xlabel(x_label)
+                ax.set_ylabel(y_label)
+        axes[0][0].legend(frameon=False)
+        paths = save(fig, out_dir, "pruning")
+    return [*paths, *report.save(results, rows, out_dir)]

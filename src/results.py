@@ -18,8 +18,10 @@ import yaml
 from src.errors import ConfigError
 from src.run_log import HISTORY, STEPS, SUMMARY, read_json, read_jsonl
 
-GROUPS = ("dataset", "model", "optimizer", "scheduler", "averaging", "compression", "task",
-          "experiment")
+CELLS = "cells"  # a pruning run's per-cell logs: part of that run, not runs of their own
+
+GROUPS = ("dataset", "model", "optimizer", "scheduler", "averaging", "compression", "pruning",
+          "task", "experiment")
 
 
 @dataclass
@@ -71,7 +73,8 @@ def find_runs(pattern: str | Path) -> list[Run]:
     for match in glob.glob(str(Path(pattern).expanduser())):
         root = Path(match)
         for marker in (SUMMARY, HISTORY):
-            found.update(p.parent for p in (root / marker, *root.rglob(marker)) if p.is_file())
+            found.update(p.parent for p in (root / marker, *root.rglob(marker))
+                         if p.is_file() and p.parent.parent.name != CELLS)
     if not found:
         raise ConfigError(f"runs={pattern} matches no run directory (none holds {SUMMARY} or "
                           f"{HISTORY}): point runs= at a train.py output folder")

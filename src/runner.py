@@ -36,7 +36,8 @@ CHECKPOINT = "checkpoint.pt"
 FINISHED = ("completed", "diverged")
 # Settings that change where or how visibly a run happens, not its results.
 VOLATILE = ("device", "data_dir", "dataset.download", "dataset.source.root",
-            "dataset.source.download", "trainer.progress", "trainer.tensorboard")
+            "dataset.source.download", "trainer.progress", "trainer.tensorboard",
+            "trainer.keep_epochs")
 SPLITS = ("train", "val", "test")
 
 
@@ -227,16 +228,19 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                      write=dist_info.is_main)
 
     def save(s: TrainState) -> None:
-        if s.epoch % cfg.trainer.checkpoint_every == 0 or s.epoch == cfg.epochs:
+        keep = s.epoch in cfg.trainer.get("keep_epochs", ())  # e.g. pruning's rewind point
+        if s.epoch % cfg.trainer.checkpoint_every == 0 or s.epoch == cfg.epochs or keep:
             exchange_state = exchange.state_dict() if exchange is not None else None  # all ranks
             if dist_info.is_main:
-                save_atomic({"format": FORMAT, "config_digest": digest, "epoch": s.epoch,
-                             "step": s.step, "wall_s": s.wall_s, "best": s.best,
-                             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(),
-                             "ema": ema.state_dict() if ema is not None else None,
-                             "exchange": exchange_state, "history": run_log.history},
-                            ckpt_path)
+                payload = {"format": FORMAT, "config_digest": digest, "epoch": s.epoch,
+                           "step": s.step, "wall_s": s.wall_s, "best": s.best,
+                           "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                           "scheduler": scheduler.state_dict(),
+                           "ema": ema.state_dict() if ema is not None else None,
+                           "exchange": exchange_state, "history": run_log.history}
+                save_atomic(payload, ckpt_path)
+                if keep:
+                    save_atomic(payload, run_dir / f"checkpoint_epoch{s.epoch}.pt")
 
     trainer = Trainer(model, optimizer, scheduler, data, ema, run_log, cfg.seed, cfg.epochs,
                       cfg.trainer, save, batch_size=cfg.batch_size, workers=cfg.workers,

@@ -24,6 +24,7 @@ from src.data.bundle import DataBundle
 from src.distributed import Dist, all_sum
 from src.evaluate import evaluate
 from src.fast_path import FP32, FastPath
+from src.pruning.masks import Masks
 from src.run_log import RunLog
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class Trainer:
     reduces their gradients; under torchrun this process is worker `dist.rank` and the exchange
     runs inside `forward_model`'s DDP communication hook. Without compression, W simulated
     workers are one pass over the whole W x batch_size batch (their mean gradient).
+    masks: pruning masks, re-applied to the weights after every optimizer step.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -77,7 +79,8 @@ class Trainer:
                  ema: EMA | None, run_log: RunLog, seed: int, epochs: int, cfg: DictConfig,
                  on_epoch_end: Callable[[TrainState], None], batch_size: int, workers: int = 1,
                  exchange: GradientExchange | None = None, dist: Dist | None = None,
-                 forward_model: nn.Module | None = None, fast: FastPath = FP32) -> None:
+                 forward_model: nn.Module | None = None, fast: FastPath = FP32,
+                 masks: Masks | None = None) -> None:
         dist = dist or Dist()
         self.fast = fast
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
@@ -87,7 +90,7 @@ class Trainer:
         self.log_every, self.progress = max(1, cfg.log_every), cfg.progress
         self.train_eval_every = cfg.train_eval_every
         self.batch_size, self.workers = batch_size, workers
-        self.exchange, self.dist = exchange, dist
+        self.exchange, self.dist, self.masks = exchange, dist, masks
         self.forward_model = forward_model or model
         self.local_workers = [dist.rank] if dist.enabled else list(range(workers))
         self.simulated = exchange is not None and not dist.enabled
@@ -180,6 +183,8 @@ class Trainer:
             loss_sum, correct = self.gradients(x, y)
             lr = opt.param_groups[0]["lr"]
             self.fast.step(opt, self.params, self.grad_clip)
+            if self.masks is not None:
+                self.masks.apply()
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update()

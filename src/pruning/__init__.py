@@ -1,0 +1,1 @@
+"""Prune-and-retrain experiments (seed 004): methods, keep ratios, cells, collector, report."""

@@ -1,0 +1,386 @@
+"""A prune-and-retrain experiment: train (or load) the reference, then one cell per repetition and
+keep ratio: prune, retrain with the usual Trainer, test, write cells/<cell>.json.
+
+Layout of a pruning run directory (one method, one network):
+    reference.json             the unpruned reference's test metrics, parameters and FLOPs
+    cells/rep<r>_ratio<ii>.json  one finished cell (written atomically, rank 0 alone)
+    cells/rep<r>_ratio<ii>/    the cell's checkpoint.pt (model, masks, optimizer, schedule),
+                               history.jsonl and TensorBoard events
+    summary.json               status, cell count, prune potential (the objective)
+The reference is a normal run directory: `pruning.from_run`, or, when that is null, a sibling
+`reference-<config digest>` of this run directory, trained here by src.runner.run and shared by
+every pruning run of the same training config (a file lock keeps parallel local jobs from training
+it twice). Starting the same command again skips finished cells and resumes an unfinished one from
+its checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as torch_dist
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LambdaLR
+
+from src import distributed
+from src.checkpoint import FORMAT, load_checkpoint, save_atomic
+from src.data.bundle import build_data
+from src.errors import CheckpointError, ConfigError
+from src.fast_path import FastPath
+from src.pruning.flops import count_flops
+from src.pruning.masks import Masks
+from src.pruning.metrics import topk_metrics
+from src.pruning.ratios import keep_ratios
+from src.pruning.report import prune_potential
+from src.run_log import SUMMARY, RunLog, read_json, write_json_atomic
+from src.runner import CHECKPOINT, build, config_digest, resolve_device, run, versions
+from src.trainer import Diverged, Trainer, TrainState, epoch_seed, load_state
+
+log = logging.getLogger(__name__)
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+CELLS = "cells"
+REFERENCE = "reference.json"
+SPLIT_KEYS = ("ratio_index", "repetition")  # which cells a job runs, not what a cell computes
+
+
+@dataclass(frozen=True)
+class Mode:
+    chain: bool  # each ratio prunes the previous ratio's pruned-and-retrained network
+    rewind: bool  # after pruning, the weights go back to the reference's early checkpoint
+
+
+MODES = {"retrain": Mode(chain=False, rewind=False), "cascade": Mode(chain=True, rewind=False),
+         "cascade_rewind": Mode(chain=True, rewind=True)}
+
+
+def rewind_path(ref_dir: Path, epoch: int) -> Path:
+    return ref_dir / f"checkpoint_epoch{epoch}.pt"
+
+
+def cell_name(rep: int, index: int) -> str:
+    return f"rep{rep}_ratio{index:02d}"
+
+
+def check_pruning(cfg: DictConfig) -> tuple[Mode, list[float]]:
+    """The mode and keep ratios; a one-line ConfigError for settings the experiment cannot use."""
+    p = cfg.pruning
+    if p.mode not in MODES:
+        raise ConfigError(f"pruning.mode={p.mode} is not a mode: use {', '.join(MODES)}")
+    mode, ratios = MODES[p.mode], keep_ratios(p.keep_ratios)
+    for key, low in (("repetitions", 1), ("retrain_epochs", 1), ("lr_restart_epoch", 0),
+                     ("rewind_epoch", 1)):
+        if not isinstance(p[key], int) or p[key] < low:
+            raise ConfigError(f"pruning.{key}={p[key]} is out of range: use an integer >= {low}")
+    if p.lr_restart_epoch + p.retrain_epochs > cfg.epochs:
+        raise ConfigError(f"pruning.lr_restart_epoch + pruning.retrain_epochs = "
+                          f"{p.lr_restart_epoch + p.retrain_epochs} runs past the training "
+                          f"schedule's epochs={cfg.epochs}: lower one of them")
+    if mode.rewind and p.rewind_epoch > cfg.epochs:
+        raise ConfigError(f"pruning.rewind_epoch={p.rewind_epoch} is past the reference's "
+                          f"epochs={cfg.epochs}: use 1..{cfg.epochs}")
+    for key, count in (("ratio_index", len(ratios)), ("repetition", p.repetitions)):
+        if p[key] is not None and not (isinstance(p[key], int) and 0 <= p[key] < count):
+            raise ConfigError(f"pruning.{key}={p[key]} is out of range: use 0..{count - 1} "
+                              f"or null for all")
+    if p.ratio_index is not None and mode.chain:
+        raise ConfigError(f"pruning.ratio_index splits only mode=retrain (in mode={p.mode} each "
+                          f"ratio starts from the previous one): split by pruning.repetition, "
+                          f"method or seed")
+    if cfg.compression.get("compressor") is not None:
+        raise ConfigError("pruning retrains without gradient compression: use compression=none")
+    return mode, ratios
+
+
+def reference_config(cfg: DictConfig) -> DictConfig:
+    """The training config of the unpruned reference: this config with pruning=none, keeping a
+    checkpoint of the rewind epoch."""
+    ref = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    ref.pruning = OmegaConf.load(CONF / "pruning" / "none.yaml")
+    ref.trainer.keep_epochs = [cfg.pruning.rewind_epoch]
+    return ref
+
+
+@contextmanager
+def exclusive(path: Path, enabled: bool) -> Iterator[None]:
+    """Hold an exclusive lock on `path` for the block (no-op when not enabled)."""
+    if not enabled:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_reference(cfg: DictConfig, run_dir: Path, dist: distributed.Dist) -> Path:
+    """The directory of the trained reference: `pruning.from_run`, or one trained here."""
+    if cfg.pruning.from_run is not None:
+        ref_dir = Path(str(cfg.pruning.from_run)).expanduser()
+        config = ref_dir / ".hydra" / "config.yaml"
+        if not config.is_file() or not (ref_dir / CHECKPOINT).is_file():
+            raise ConfigError(f"pruning.from_run={ref_dir} is not a trained run directory (no "
+                              f".hydra/config.yaml or {CHECKPOINT}): point it at train.py's output")
+        ref_cfg = OmegaConf.load(config)
+        if OmegaConf.to_container(ref_cfg.model) != OmegaConf.to_container(cfg.model):
+            raise ConfigError(f"pruning.from_run={ref_dir} was trained with model "
+                              f"{ref_cfg.model._target_}: set model= as in that run")
+        if ref_cfg.dataset.name != cfg.dataset.name:
+            raise ConfigError(f"pruning.from_run={ref_dir} was trained on dataset "
+                              f"{ref_cfg.dataset.name}: set dataset={ref_cfg.dataset.name}")
+    else:
+        ref = reference_config(cfg)
+        ref_dir = run_dir.parent / f"reference-{config_digest(ref)}"
+        with exclusive(ref_dir / "reference.lock", not dist.enabled):
+            if dist.is_main:
+                (ref_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+                OmegaConf.save(ref, ref_dir / ".hydra" / "config.yaml")
+            log.info("reference: %s", ref_dir)
+            run(ref, ref_dir)
+        barrier(dist)  # rank 0 writes the reference's summary after the others return
+    status = read_json(ref_dir / SUMMARY).get("status") if (ref_dir / SUMMARY).exists() else None
+    if status != "completed":
+        raise ConfigError(f"the reference in {ref_dir} is {status or 'unfinished'}: train it to "
+                          f"completion (or fix its settings) before pruning it")
+    early = rewind_path(ref_dir, cfg.pruning.rewind_epoch)
+    if MODES[cfg.pruning.mode].rewind and not early.is_file():
+        raise ConfigError(f"mode=cascade_rewind needs {early}: retrain the reference with "
+                          f"trainer.keep_epochs=[{cfg.pruning.rewind_epoch}] or pick another "
+                          f"pruning.rewind_epoch")
+    return ref_dir
+
+
+def restart_schedule(scheduler: LambdaLR, step: int) -> None:
+    """Move a freshly built schedule to optimizer step `step` (learning-rate rewinding)."""
+    lrs = [base * fn(step) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas,
+                                               strict=True)]
+    scheduler.last_epoch = step
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
+
+
+def barrier(dist: distributed.Dist) -> None:
+    if dist.enabled:
+        torch_dist.barrier()
+
+
+def broadcast_masks(masks: Masks, dist: distributed.Dist) -> None:
+    """Rank 0's masks on every rank (DDP itself broadcasts only parameters and buffers)."""
+    if dist.enabled:
+        for m in masks.masks:
+            torch_dist.broadcast(m, src=0)
+
+
+class PruningExperiment:
+    """One method on one reference network: every (repetition, keep ratio) cell this job owns."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.cfg, self.p = cfg, cfg.pruning
+        self.mode, self.ratios = check_pruning(cfg)
+        self.dist, self.device = distributed.init(resolve_device(cfg.device))
+        self.workers = self.dist.world if self.dist.enabled else cfg.workers
+        self.run_dir = Path(run_dir)
+        self.cells_dir = self.run_dir / CELLS
+        self.ref_dir = ensure_reference(cfg, self.run_dir, self.dist)
+        self.ref = load_checkpoint(self.ref_dir / CHECKPOINT)
+        self.ref_digest = self.ref["config_digest"]
+        torch.manual_seed(cfg.seed)
+        self.data = build_data(cfg.dataset, cfg.batch_size * self.workers,
+                               cfg.trainer.eval_batch_size, self.device)
+        self.method = build(self.p.method)
+        unsplit = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        for key in SPLIT_KEYS:
+            unsplit.pruning[key] = None
+        self.digest = config_digest(unsplit)
+
+    def new_model(self) -> tuple[torch.nn.Module, FastPath]:
+        model = build(self.cfg.model, input_shape=self.data.input_shape,
+                      num_classes=self.data.num_classes).to(self.device)
+        fast = FastPath.from_config(self.cfg.trainer, self.device, model, compressed=False)
+        return fast.prepare(model), fast
+
+    def evaluate(self, model: torch.nn.Module, masks: Masks, fast: FastPath) -> dict[str, Any]:
+        kept = masks.kept()
+        return {**{f"test_{k}": v for k, v in topk_metrics(model, self.data.test, fast).items()},
+                "params_kept": kept, "params_prunable": masks.total, "keep": kept / masks.total,
+                "params_total": sum(p.numel() for p in model.parameters()),
+                **count_flops(model, self.data.input_shape, masks)}
+
+    def reference_record(self) -> dict[str, Any]:
+        model, fast = self.new_model()
+        load_state(model, {k: v.to(self.device) for k, v in self.ref["model"].items()})
+        return {"reference": str(self.ref_dir), "reference_digest": self.ref_digest,
+                **self.evaluate(model, Masks(model), fast)}
+
+    def cell_digest(self, rep: int, index: int) -> str:
+        key = json.dumps([self.digest, self.ref_digest, rep, index, self.ratios[index]])
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def starting_point(self, rep: int, index: int, previous: dict | None) -> dict:
+        """Weights and masks a cell prunes from: the reference, or in a cascade the previous
+        ratio's retrained cell (from memory, or from its checkpoint if that cell ran earlier)."""
+        if not self.mode.chain or index == 0:
+            return {"model": self.ref["model"], "masks": None}
+        if previous is not None:
+            return previous
+        prev = self.cells_dir / cell_name(rep, index - 1) / CHECKPOINT
+        ckpt = load_checkpoint(prev, self.cell_digest(rep, index - 1))
+        return {"model": ckpt["model"], "masks": ckpt["masks"]}
+
+    def run_cell(self, rep: int, index: int, previous: dict | None) -> dict | None:
+        """Prune, retrain and test one cell; returns its final weights and masks (for a
+        cascade), or None if the cell had finished in an earlier start."""
+        name, keep = cell_name(rep, index), self.ratios[index]
+        result, cell_dir = self.cells_dir / f"{name}.json", self.cells_dir / name
+        ckpt_path, digest = cell_dir / CHECKPOINT, self.cell_digest(rep, index)
+        if result.exists():
+            if read_json(result).get("config_digest") != digest:
+                raise CheckpointError(f"{result} was written by a different config: use another "
+                                      f"run directory or delete {self.cells_dir}")
+            log.info("cell %s (keep %.4f) already finished: skipped", name, keep)
+            return None
+        seed = epoch_seed(self.cfg.seed, 1 + rep, index)
+        model, fast = self.new_model()
+        masks = Masks(model)
+        ckpt = load_checkpoint(ckpt_path, digest) if ckpt_path.exists() else None
+        if ckpt is None:
+            start = self.starting_point(rep, index, previous)
+            load_state(model, {k: v.to(self.device) for k, v in start["model"].items()})
+            if start["masks"] is not None:
+                masks.load_state_dict(start["masks"])
+            torch.manual_seed(seed)
+            try:
+                self.method(model, masks, keep, self.data)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+            broadcast_masks(masks, self.dist)
+            if self.mode.rewind:
+                early = load_checkpoint(rewind_path(self.ref_dir, self.p.rewind_epoch))
+                load_state(model, {k: v.to(self.device) for k, v in early["model"].items()})
+            masks.apply()
+        optimizer = build(self.cfg.optimizer)(model.parameters())
+        steps = len(self.data.train)
+        scheduler = build(self.cfg.scheduler)(optimizer, steps_per_epoch=steps,
+                                              epochs=self.cfg.epochs)
+        restart_schedule(scheduler, self.p.lr_restart_epoch * steps)
+        state, history = TrainState(), []
+        if ckpt is not None:
+            try:
+                model.load_state_dict(ckpt["model"])
+                masks.load_state_dict(ckpt["masks"])
+                optimizer.load_state_dict(ckpt["optimizer"])
+                scheduler.load_state_dict(ckpt["scheduler"])
+            except (KeyError, RuntimeError, ValueError) as e:
+                raise CheckpointError(f"{ckpt_path} does not fit this cell ({type(e).__name__}): "
+                                      f"delete it to retrain the cell") from None
+            state.epoch, state.step, state.wall_s = ckpt["epoch"], ckpt["step"], ckpt["wall_s"]
+            state.best = {n: {**b, "state": {k: v.to(self.device) for k, v in b["state"].items()}}
+                          for n, b in ckpt["best"].items()}
+            history = list(ckpt["history"])
+            log.info("cell %s: resuming from epoch %d", name, state.epoch)
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        run_log = RunLog(cell_dir, self.cfg.trainer.tensorboard, history, state.step,
+                         write=self.dist.is_main)
+        epochs = self.p.retrain_epochs
+
+        def save(s: TrainState) -> None:
+            if self.dist.is_main and (s.epoch % self.cfg.trainer.checkpoint_every == 0
+                                      or s.epoch == epochs):
+                save_atomic({"format": FORMAT, "config_digest": digest, "epoch": s.epoch,
+                             "step": s.step, "wall_s": s.wall_s, "best": s.best,
+                             "model": model.state_dict(), "masks": masks.state_dict(),
+                             "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "history": run_log.history},
+                            ckpt_path)
+
+        forward_model = model
+        if self.dist.enabled:
+            forward_model = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        trainer = Trainer(model, optimizer, scheduler, self.data, None, run_log, seed, epochs,
+                          self.cfg.trainer, save, batch_size=self.cfg.batch_size,
+                          workers=self.workers, dist=self.dist, forward_model=forward_model,
+                          fast=fast, masks=masks)
+        log.info("cell %s: keep %.4f of %s prunable weights, retraining %d epochs", name, keep,
+                 f"{masks.total:,}", epochs)
+        status = "completed"
+        try:
+            trainer.fit(state)
+        except Diverged as e:
+            log.warning("cell %s diverged: %s", name, e)
+            status = "diverged"
+        finally:
+            run_log.close()
+        record = {"method": self.p.name, "mode": self.p.mode, "repetition": rep,
+                  "ratio_index": index, "keep_target": keep, "status": status,
+                  "config_digest": digest, "reference_digest": self.ref_digest,
+                  "retrain_epochs": epochs, "lr_restart_epoch": self.p.lr_restart_epoch,
+                  "retrain_wall_s": state.wall_s, **self.evaluate(model, masks, fast)}
+        if self.dist.is_main:
+            write_json_atomic(result, record)
+        log.info("cell %s: keep %.4f (target %.4f), FLOPs kept %.4f, top-1 error %.4f", name,
+                 record["keep"], keep, record["flops_kept_fraction"], record["test_top1_err"])
+        return {"model": copy.deepcopy(model.state_dict()), "masks": masks.state_dict()}
+
+    def cells(self) -> list[tuple[int, int]]:
+        reps = range(self.p.repetitions) if self.p.repetition is None else [self.p.repetition]
+        indices = (range(len(self.ratios)) if self.p.ratio_index is None
+                   else [self.p.ratio_index])
+        return [(r, i) for r in reps for i in indices]
+
+    def run(self) -> float:
+        t0 = time.perf_counter()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        reference = self.reference_record()
+        if self.dist.is_main:
+            write_json_atomic(self.run_dir / REFERENCE, reference)
+        summary: dict[str, Any] = {"kind": "pruning", "config_digest": self.digest,
+                                   "method": self.p.name, "mode": self.p.mode,
+                                   "reference": str(self.ref_dir), "processes": self.dist.world,
+                                   "versions": versions()}
+        previous: dict | None = None
+        try:
+            for rep, index in self.cells():
+                previous = self.run_cell(rep, index, previous if index > 0 else None)
+        except BaseException as e:  # record why the run stopped, then let it propagate
+            summary.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
+                           error=repr(e), objective=None, metrics={})
+            if self.dist.is_main:
+                write_json_atomic(self.run_dir / SUMMARY, summary)
+            raise
+        barrier(self.dist)  # every cell's record is written
+        records = [read_json(p) for p in sorted(self.cells_dir.glob("*.json"))]
+        potential = prune_potential(reference, records, delta=0.5)
+        summary.update(status="completed", cells=len(records), objective=potential,
+                       objective_name="prune_potential@0.5",
+                       metrics={"prune_potential@0.5": potential,
+                                **{f"reference/{k}": v for k, v in reference.items()
+                                   if k.startswith("test_")}},
+                       total_s=time.perf_counter() - t0)
+        if self.dist.is_main:
+            write_json_atomic(self.run_dir / SUMMARY, summary)
+        log.info("pruning %s: %d cells, prune potential at +0.5%% error: %.4f", self.p.name,
+                 len(records), potential)
+        return potential
+
+
+def run_pruning(cfg: DictConfig, run_dir: Path) -> float:
+    """Run the experiment of `cfg.pruning` in `run_dir`; returns the prune potential (fraction of
+    prunable weights removed) at +0.5% top-1 error, for sweepers."""
+    return PruningExperiment(cfg, run_dir).run()
