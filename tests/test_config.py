@@ -11,8 +11,8 @@ from src.cli import run_name
 from src.runner import config_digest, run
 from tests.conftest import CONF, SMALL_FAKE, compose_train
 
-GROUPS = ["dataset", "model", "optimizer", "scheduler", "averaging", "compression", "task",
-          "experiment"]
+GROUPS = ["dataset", "model", "optimizer", "scheduler", "averaging", "compression", "pruning",
+          "task", "experiment"]
 REGIMES_DATASETS = {"teacher_student", "mnist_parity", "cifar_animal"}
 
 
