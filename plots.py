@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from src.cli import report_user_errors
 from src.errors import ConfigError
 
-FIGURES = ("curves", "ema", "lr_stability", "bin_usage")
+FIGURES = ("curves", "ema", "lr_stability", "bin_usage", "records", "best_curves")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="plots")
@@ -29,6 +29,8 @@ def main(cfg: DictConfig) -> None:
         "ema": lambda: figures.ema(runs, out),
         "lr_stability": lambda: figures.lr_stability(runs, cfg.metric, group_by, out),
         "bin_usage": lambda: figures.bin_usage(runs, out),
+        "records": lambda: figures.records(runs, cfg.metric, cfg.top, out),
+        "best_curves": lambda: figures.best_curves(runs, cfg.metric, cfg.top, out),
     }[cfg.figure]()
     for path in written:
         print(f"wrote {path}")
