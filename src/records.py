@@ -82,7 +82,7 @@ def records(runs: list[Run]) -> dict[str, pd.DataFrame]:
     for rec, own in settings.groupby("record"):
         part = frame[frame["record"] == rec]
         grouped = part.groupby(["id", "epoch"])
-        table = grouped[metrics].mean().join(grouped[metrics].std(), rsuffix="_std")
+        table = grouped[metrics].mean().join(grouped[metrics].std().add_suffix("_std"))
         table["runs"] = grouped["val_score"].count()
         table = table.reset_index()
         per_setting = own.groupby("id").agg(seeds=("path", "nunique"),
