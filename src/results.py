@@ -18,7 +18,8 @@ import yaml
 from src.errors import ConfigError
 from src.run_log import HISTORY, STEPS, SUMMARY, read_json, read_jsonl
 
-GROUPS = ("dataset", "model", "optimizer", "scheduler", "averaging", "compression", "experiment")
+GROUPS = ("dataset", "model", "optimizer", "scheduler", "averaging", "compression", "experiment",
+          "lr_grid")
 
 
 @dataclass

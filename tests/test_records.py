@@ -15,7 +15,7 @@ import yaml
 from src import figures, records
 from src.errors import ConfigError
 from src.models.vgg import vgg16_bn
-from src.results import find_runs
+from src.results import find_runs, history_frame, varying_keys
 from src.runner import run
 from tests.conftest import CONF, compose_train, run_script
 
@@ -34,9 +34,9 @@ def write_run(root: Path, name: str, lr: float, seed: int, val: list[float | Non
                             "weight_decay": 0.0}}
     (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     (path / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": {
-        "optimizer": name, "experiment": f"record_{record}"}}}}))
+        "optimizer": name, "experiment": f"record_{record}", "lr_grid": name}}}}))
     (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
-        [f"optimizer.lr={lr}", f"seed={seed}"]))
+        [f"experiment=record_{record}", f"lr_grid={name}", f"optimizer.lr={lr}", f"seed={seed}"]))
     history = [{"epoch": e + 1, "step": 10 * (e + 1), "lr": lr, "train_loss": 1.0 / (e + 1),
                 "train_acc": v, "val_loss": None if v is None else 1.0 - v, "val_acc": v,
                 "grad_norm": 2.0 + seed, "model_norm": 5.0 + e, "train_epoch_time": 0.5,
@@ -113,6 +113,11 @@ def test_best_settings_ranks_the_top_learning_rates_per_method(sweep):
         ("momo", 1.0), ("momo", 0.1), ("sgd_m", 0.1)]
     by_loss = records.best_settings(table, 3, "val_loss", top=1)
     assert list(by_loss["optimizer.lr"]) == [1.0, 0.1]  # the lowest loss ranks first
+
+
+def test_record_sweeps_group_by_lr_grid_and_lr_in_the_generic_figures(sweep):
+    runs = find_runs(sweep)
+    assert varying_keys(history_frame(runs), runs) == ["choice.lr_grid", "optimizer.lr"]
 
 
 def test_reference_holds_the_spec_table():
