@@ -47,10 +47,14 @@ class LossStepOptimizer(torch.optim.Optimizer):
 
 
 def sum_dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
-    """sum_i <a_i, b_i> over a list of tensors, as a 0-d tensor (no host sync)."""
+    """sum_i <a_i, b_i> over a list of tensors, as a 0-d tensor (no host sync).
+
+    One multi-tensor product and one reduction over the concatenation, instead of two kernels
+    per parameter tensor.
+    """
     if not a:
         return torch.zeros(())
-    return torch.stack([torch.sum(x * y) for x, y in zip(a, b, strict=True)]).sum()
+    return torch.cat([p.reshape(-1) for p in torch._foreach_mul(a, b)]).sum()
 
 
 def safe_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
