@@ -76,7 +76,7 @@ def main() -> None:
     grads = [torch.randn_like(p) * 1e-3 for p in params]
     loss = torch.tensor(2.3, device=device)
 
-    step_s = {}
+    steppers = {}
     for name in OPTIMIZERS:
         opt = instantiate(config([f"optimizer={name}", "optimizer.weight_decay=0"]).optimizer)(
             params)
@@ -87,7 +87,13 @@ def main() -> None:
                 p.grad = g
             opt.step(**kwargs)
 
-        step_s[name] = timed(step, device, args.steps, args.repeats)
+        steppers[name] = step
+    # Repeats interleave the optimizers, so a busy machine slows them all alike.
+    runs: dict[str, list[float]] = {name: [] for name in OPTIMIZERS}
+    for _ in range(args.repeats):
+        for name, step in steppers.items():
+            runs[name].append(timed(step, device, args.steps, 1))
+    step_s = {name: statistics.median(t) for name, t in runs.items()}
 
     # One training step (forward, backward, sgd_m step) at the record's batch, and Trainer.norms.
     x = torch.randn(args.batch, 3, 32, 32, device=device)
