@@ -8,7 +8,8 @@ from omegaconf import DictConfig
 from src.cli import report_user_errors
 from src.errors import ConfigError
 
-FIGURES = ("curves", "ema", "lr_stability", "bin_usage", "phase_diagram", "pruning")
+FIGURES = ("curves", "ema", "lr_stability", "bin_usage", "phase_diagram", "pruning",
+           "records", "best_curves")
 # The metric a figure kind shows when plots.py is given metric=null.
 DEFAULT_METRIC = {"phase_diagram": "test_err"}
 
@@ -34,6 +35,8 @@ def main(cfg: DictConfig) -> None:
         "bin_usage": lambda: figures.bin_usage(runs, out),
         "phase_diagram": lambda: figures.phase_diagram(runs, metric, out),
         "pruning": lambda: figures.pruning(runs, out),
+        "records": lambda: figures.records(runs, metric, cfg.top, out),
+        "best_curves": lambda: figures.best_curves(runs, metric, cfg.top, out),
     }[cfg.figure]()
     for path in written:
         print(f"wrote {path}")

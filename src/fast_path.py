@@ -68,18 +68,22 @@ class FastPath:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def step(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
-             grad_clip: float | None) -> None:
-        """Clip (on unscaled gradients) and step; with fp16, skip steps whose gradients overflow."""
+             grad_clip: float | None, loss: torch.Tensor | None = None) -> None:
+        """Clip (on unscaled gradients) and step; with fp16, skip steps whose gradients overflow.
+
+        `loss` (the mini-batch mean loss, unscaled) goes to optimizers that need it (Momo, ...).
+        """
+        kwargs = {} if loss is None else {"loss": loss}
         if self.scaler is not None:
             if grad_clip:
                 self.scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(params, grad_clip)
-            self.scaler.step(optimizer)
+            self.scaler.step(optimizer, **kwargs)
             self.scaler.update()
             return
         if grad_clip:
             nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
+        optimizer.step(**kwargs)
 
 
 FP32 = FastPath(None, False, torch.device("cpu"))  # evaluation default: plain fp32

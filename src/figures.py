@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from src import records as record_tables
 from src.errors import ConfigError
 from src.results import (
     Run,
@@ -325,3 +326,51 @@ def pruning(runs: list[Run], out_dir: Path) -> list[Path]:
         axes[0][0].legend(frameon=False)
         paths = save(fig, out_dir, "pruning")
     return [*paths, *report.save(results, rows, out_dir)]
+def best_curves(runs: list[Run], metric: str, top: int, out_dir: Path) -> list[Path]:
+    """Optimizer records: `metric` against epoch for the `top` best learning rates of each method
+    (ranked by the final mean), one panel per method and one figure per record ID, mean +- std
+    over seeds. Settings with a diverged seed are not ranked."""
+    if top < 1:
+        raise ConfigError(f"top={top} must be >= 1: the number of learning rates per method")
+    tables, finals = record_tables.records(runs), record_tables.final_epochs(runs)
+    col = record_tables.column(metric)
+    pct = 100.0 if col.endswith("score") else 1.0  # scores (accuracies) in %
+    paths = []
+    for rec, table in tables.items():
+        best = record_tables.best_settings(table, finals[rec], metric, top)
+        if best.empty:
+            raise ConfigError(f"no setting of record {rec} has all its seeds at epoch "
+                              f"{finals[rec]}: let the sweep finish (or it diverged everywhere)")
+        methods = list(dict.fromkeys(best["name"]))
+        with plt.rc_context(STYLE):
+            fig, axes = plt.subplots(1, len(methods), squeeze=False, sharey=True, figsize=(
+                max(COLUMN[0], COLUMN[0] * len(methods) / 2), COLUMN[1]))
+            for ax, method in zip(axes[0], methods, strict=True):
+                for _, setting in best[best["name"] == method].iterrows():
+                    part = table[table["id"] == setting["id"]].sort_values("epoch")
+                    mean = part[col] * pct
+                    std = part[f"{col}_std"].fillna(0.0) * pct
+                    line, = ax.plot(part["epoch"], mean, label=f"lr={setting['optimizer.lr']:g}")
+                    ax.fill_between(part["epoch"], mean - std, mean + std, alpha=0.2,
+                                    color=line.get_color(), lw=0)
+                ax.set_title(method)
+                ax.set_xlabel("epoch")
+                ax.legend(frameon=False)
+            axes[0][0].set_ylabel(f"{col} (%)" if pct != 1.0 else label(col))
+            fig.suptitle(rec, fontsize=7)
+            paths += save(fig, out_dir, f"best_curves_{rec}_{col}")
+    return paths
+
+
+def records(runs: list[Run], metric: str, top: int, out_dir: Path) -> list[Path]:
+    """Optimizer records: one CSV per record ID, the best-score table (CSV and Markdown, next to
+    the published scores) and, per record ID, the lr_stability and best_curves figures."""
+    paths = record_tables.write(runs, out_dir)
+    by_id: dict[str, list[Run]] = {}
+    for run in runs:
+        rec = record_tables.record_id(run)
+        if rec is not None:
+            by_id.setdefault(rec, []).append(run)
+    for rec, own in sorted(by_id.items()):
+        paths += lr_stability(own, metric, None, out_dir / rec)
+    return [*paths, *best_curves(runs, metric, top, out_dir)]

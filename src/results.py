@@ -21,7 +21,7 @@ from src.run_log import HISTORY, STEPS, SUMMARY, read_json, read_jsonl
 CELLS = "cells"  # a pruning run's per-cell logs: part of that run, not runs of their own
 
 GROUPS = ("dataset", "model", "optimizer", "scheduler", "averaging", "compression", "pruning",
-          "task", "experiment")
+          "task", "experiment", "lr_grid")
 
 
 @dataclass

@@ -100,6 +100,10 @@ def check_config(cfg: DictConfig) -> None:
     if "ptr" in cfg.dataset:
         raise ConfigError(f"dataset={cfg.dataset.name} is a binary dataset of the regimes study: "
                           f"add task=regimes, or choose a classification dataset")
+    init_seed = cfg.get("init_seed")
+    if init_seed is not None and (not isinstance(init_seed, int) or init_seed < 0):
+        raise ConfigError(f"init_seed={init_seed} is not a seed: use an integer >= 0, or null to "
+                          f"initialise from seed")
     names = metric_names(cfg)
     if cfg.objective not in names:
         raise ConfigError(f"objective={cfg.objective} is not a metric of this run: use one of "
@@ -191,7 +195,10 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         return done
     ckpt = load_checkpoint(ckpt_path, digest) if ckpt_path.exists() else None
 
-    torch.manual_seed(cfg.seed)
+    # init_seed fixes the initial weights across seeds (the optimizer records); data order,
+    # augmentation and dropout follow `seed` (Trainer's epoch_seed).
+    init_seed = cfg.get("init_seed")
+    torch.manual_seed(cfg.seed if init_seed is None else init_seed)
     # workers > 1 without compression: averaging W per-worker gradients of B samples is one step
     # on W*B samples.
     data = build_data(cfg.dataset, cfg.batch_size * cfg.workers, cfg.trainer.eval_batch_size,

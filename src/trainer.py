@@ -171,6 +171,8 @@ class Trainer:
             counts_at_start = self.exchange.level_counts.clone()
             self._counts_logged = counts_at_start.tolist()
         sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss, correct
+        needs_loss = getattr(opt, "needs_loss", False)  # Polyak-type steps (Momo, ProxSPS)
+        step_sizes = torch.zeros(len(self.data.train), device=self.device) if needs_loss else None
         interval = torch.zeros(2, dtype=torch.float64, device=self.device)
         seen = interval_seen = 0
         lr = opt.param_groups[0]["lr"]
@@ -182,7 +184,12 @@ class Trainer:
             opt.zero_grad(set_to_none=not self.simulated)
             loss_sum, correct = self.gradients(x, y)
             lr = opt.param_groups[0]["lr"]
-            self.fast.step(opt, self.params, self.grad_clip)
+            batch_loss = None
+            if needs_loss:  # the mean over the step's W x batch_size samples, on the device
+                batch_loss = all_sum(loss_sum, self.dist).float() / y.numel()
+            self.fast.step(opt, self.params, self.grad_clip, loss=batch_loss)
+            if step_sizes is not None:
+                step_sizes[i - 1] = opt.step_size
             if self.masks is not None:
                 self.masks.apply()
             self.scheduler.step()
@@ -206,7 +213,11 @@ class Trainer:
         train_loss, train_correct = sums.tolist()
         record = {"epoch": epoch + 1, "step": state.step, "lr": lr,
                   "train_loss": train_loss / seen, "train_acc": train_correct / seen,
-                  "samples_per_s": seen / train_s}
+                  "samples_per_s": seen / train_s, "train_epoch_time": train_s,
+                  **self.norms()}
+        if step_sizes is not None:  # the optimizer's adaptive step size at every step
+            record["step_sizes"] = step_sizes.tolist()
+            record["step_size"] = sum(record["step_sizes"]) / len(record["step_sizes"])
         if self.exchange is not None:
             ex = self.exchange
             record.update({"bits_per_element": ex.bits,
@@ -214,6 +225,16 @@ class Trainer:
                            "fp32_bytes_per_step": ex.fp32_bytes * self.workers,
                            "level_counts": (ex.level_counts - counts_at_start).tolist()})
         return record
+
+    @torch.no_grad()
+    def norms(self) -> dict[str, float]:
+        """Euclidean norms of all parameters (model_norm) and of the last mini-batch gradient of
+        the epoch (grad_norm), as the optimizer-benchmark records define them; one host sync."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        model_norm = torch.stack(torch._foreach_norm(self.params)).norm()
+        grad_norm = torch.stack(torch._foreach_norm(grads)).norm() if grads else model_norm * 0
+        model_norm, grad_norm = torch.stack([model_norm, grad_norm]).float().tolist()
+        return {"model_norm": model_norm, "grad_norm": grad_norm}
 
     def log_interval(self, step: int, epoch: int, lr: float, interval: torch.Tensor,
                      n: int) -> float:

@@ -39,3 +39,14 @@ def test_regimes_benchmark_reports_step_costs_and_ntk_time(tmp_path):
     result = json.loads(out.read_text())
     assert result["compiled_speedup"] == result["eager_step_us"] / result["compiled_step_us"]
     assert result["ntk"]["seconds"] > 0
+
+
+def test_optimizer_benchmark_reports_its_ratios(tmp_path):
+    out = tmp_path / "optimizers.json"
+    proc = run_script("benchmarks/optimizers.py", ["--model", "mlp", "--steps", "1",
+                                                   "--repeats", "1", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["step_ratio_vs_sgd_m"]["sgd_m"] == 1.0
+    assert set(result["step_ms"]) >= {"momo", "momo_adam", "prox_sps", "adabound", "lion"}
+    assert 0 < result["norms_share_of_epoch"] < 1

@@ -12,7 +12,7 @@ from src.runner import config_digest, run
 from tests.conftest import CONF, SMALL_FAKE, compose_train
 
 GROUPS = ["dataset", "model", "optimizer", "scheduler", "averaging", "compression", "pruning",
-          "task", "experiment"]
+          "task", "lr_grid", "experiment"]
 REGIMES_DATASETS = {"teacher_student", "mnist_parity", "cifar_animal"}
 
 

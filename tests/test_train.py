@@ -17,7 +17,7 @@ import torch
 from tests.conftest import ROOT, SMALL_FAKE, run_script, summary, train
 
 HISTORY_KEYS = {"epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "wall_s"}
-TIMING_KEYS = {"epoch_s", "wall_s", "samples_per_s"}
+TIMING_KEYS = {"epoch_s", "wall_s", "samples_per_s", "train_epoch_time"}
 
 
 def history(run_dir: Path) -> list[dict]:

@@ -127,3 +127,21 @@ def test_signum_sends_the_sign_of_each_workers_momentum():
     cfg = compose_train(["optimizer=signum_vote"])
     assert cfg.compression.worker_momentum == 0.9 and cfg.workers == 2
     assert cfg.compression.compressor._target_.endswith("Sign")
+
+
+def test_real_workers_give_a_loss_step_optimizer_the_mean_loss_of_all_ranks(tmp_path):
+    """Momo's step size depends on the loss: every rank must see the all-reduced batch loss, or
+    the replicas drift apart from the simulated run (and from each other)."""
+    args = ["debug=fast", "epochs=2", "device=cpu", "optimizer=momo", "optimizer.lr=1",
+            "averaging=none", "trainer.tensorboard=false"]
+    real, simulated = tmp_path / "real", tmp_path / "simulated"
+    proc = torchrun(2, args, real)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    train(simulated, *args, "workers=2")
+    a, b = params(real), params(simulated)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5)
+    sizes, expected = ([s for line in (d / "history.jsonl").open()
+                        for s in json.loads(line)["step_sizes"]] for d in (real, simulated))
+    assert len(sizes) == 8 and sizes == pytest.approx(expected, rel=1e-4)

@@ -31,7 +31,8 @@ def build_data(cfg: DictConfig, batch_size: int, eval_batch_size: int,
     """Read the dataset named by `cfg` (a conf/dataset/*.yaml node), split and move it to `device`.
 
     The validation split is carved from the training set with `cfg.split_seed`, independent of the
-    run seed; the official test set is kept for the final evaluation. `train_limit` and
+    run seed; the official test set is kept for the final evaluation. With `val_split: test` the
+    test set is also the validation set and every training sample trains. `train_limit` and
     `eval_limit` keep only the first samples (debug runs).
     """
     try:
@@ -42,10 +43,17 @@ def build_data(cfg: DictConfig, batch_size: int, eval_batch_size: int,
             raise e.__cause__ from None
         raise
     n_train = len(raw.train_y)
-    if not 0 < cfg.val_size < n_train:
+    val_split = cfg.get("val_split", "train")
+    if val_split == "test":  # the optimizer records validate on the test split
+        tx, ty, vx, vy = raw.train_x, raw.train_y, raw.test_x, raw.test_y
+    elif val_split != "train":
+        raise ConfigError(f"dataset.val_split={val_split} is not a split: use train (carve "
+                          f"val_size samples from the training set) or test")
+    elif not 0 < cfg.val_size < n_train:
         raise ConfigError(f"dataset.val_size={cfg.val_size} must lie in 1..{n_train - 1} "
                           f"({cfg.name} has {n_train} training samples)")
-    tx, ty, vx, vy = split_train_val(raw.train_x, raw.train_y, cfg.val_size, cfg.split_seed)
+    else:
+        tx, ty, vx, vy = split_train_val(raw.train_x, raw.train_y, cfg.val_size, cfg.split_seed)
     tx, ty = subset(tx, ty, cfg.train_limit)
     vx, vy = subset(vx, vy, cfg.eval_limit)
     sx, sy = subset(raw.test_x, raw.test_y, cfg.eval_limit)

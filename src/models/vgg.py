@@ -1,5 +1,7 @@
 """VGG-16 with batch norm for CIFAR-sized inputs."""
 
+from collections.abc import Sequence
+
 from torch import nn
 
 # torchvision's configuration "D", grouped into the five stages that each end in a 2x2 max-pool.
@@ -12,8 +14,13 @@ _VGG16_STAGES: tuple[tuple[int, ...], ...] = (
 )
 
 
-def vgg16_bn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    """VGG-16-BN features + one Linear layer: (N, C, H, W) -> (N, num_classes), H, W >= 32."""
+def vgg16_bn(input_shape: tuple[int, int, int], num_classes: int,
+             hidden: Sequence[int] = (), dropout: float = 0.0) -> nn.Module:
+    """VGG-16-BN features + a classifier: (N, C, H, W) -> (N, num_classes), H, W >= 32.
+
+    The classifier is [Dropout(dropout), Linear(h), ReLU] for each width h in `hidden`, then one
+    Linear layer; hidden=[512, 512], dropout=0.5 is the optimizer records' 512-512-10 head.
+    """
     channels, height, width = input_shape
     if height < 32 or width < 32:
         raise ValueError(
@@ -32,8 +39,9 @@ def vgg16_bn(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
             in_channels = out_channels
         layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
     # Five max-pools divide each spatial side by 32.
-    return nn.Sequential(
-        *layers,
-        nn.Flatten(),
-        nn.Linear(512 * (height // 32) * (width // 32), num_classes),
-    )
+    layers.append(nn.Flatten())
+    features = 512 * (height // 32) * (width // 32)
+    for width_out in hidden:
+        layers += [nn.Dropout(dropout), nn.Linear(features, width_out), nn.ReLU(inplace=True)]
+        features = width_out
+    return nn.Sequential(*layers, nn.Linear(features, num_classes))
