@@ -200,8 +200,9 @@ class Trainer:
             interval[1] += correct
             interval_seen += y.numel()
             if i % self.log_every == 0 or i == len(self.data.train):
-                loss = self.log_interval(state.step, epoch, lr, interval, interval_seen)
-                sums += interval
+                loss, totals = self.log_interval(state.step, epoch, lr, interval,
+                                                 interval_seen)
+                sums += totals
                 seen += interval_seen
                 interval.zero_()
                 interval_seen = 0
@@ -237,15 +238,19 @@ class Trainer:
         return {"model_norm": model_norm, "grad_norm": grad_norm}
 
     def log_interval(self, step: int, epoch: int, lr: float, interval: torch.Tensor,
-                     n: int) -> float:
-        """The one host sync of a log interval: check and log the interval's mean loss."""
+                     n: int) -> tuple[float, torch.Tensor]:
+        """The one host sync of a log interval: check and log the interval's mean loss.
+
+        interval: this rank's (loss sum, correct count); n: samples of the whole step, every
+        worker's shard included (each rank draws all W x batch_size and trains on its own).
+        Returns the mean loss and the (loss sum, correct count) summed over ranks.
+        """
         totals = all_sum(interval, self.dist)  # all ranks see the same numbers
         loss_sum, correct = totals.tolist()
-        n_all = n * (self.dist.world if self.dist.enabled else 1)
-        loss = loss_sum / n_all
+        loss = loss_sum / n
         self.check_finite(loss, step)
         record = {"step": step, "epoch": epoch + 1, "lr": lr, "train_loss": loss,
-                  "train_acc": correct / n_all}
+                  "train_acc": correct / n}
         if self.train_eval_every and step % self.train_eval_every == 0:
             full = evaluate(self.model, self.data.train_eval, self.fast)
             record.update(full_train_loss=full["loss"], full_train_acc=full["acc"])
@@ -256,7 +261,7 @@ class Trainer:
             record["level_counts"] = [a - b for a, b in zip(counts, last, strict=True)]
             self._counts_logged = counts
         self.run_log.append_step(record)
-        return loss
+        return loss, totals
 
     def check_finite(self, loss: float, step: int) -> None:
         if not math.isfinite(loss):

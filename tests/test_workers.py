@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.run_log import read_jsonl
 from tests.conftest import ROOT, SMALL_FAKE, compose_train, run_script, summary, train
 
 # No BatchNorm, no random draws (rand_zero off, ties give 0): both paths must agree exactly.
@@ -46,6 +47,12 @@ def test_real_workers_reach_the_parameters_of_simulated_workers(tmp_path, worker
     a, b = params(real), params(simulated)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    # The logged training loss and accuracy cover every worker's shard, counted once.
+    for name in ("steps.jsonl", "history.jsonl"):
+        real_log, sim_log = (read_jsonl(d / name) for d in (real, simulated))
+        for r, m in zip(real_log, sim_log, strict=True):
+            assert r["train_loss"] == pytest.approx(m["train_loss"], rel=1e-5)
+            assert r["train_acc"] == pytest.approx(m["train_acc"], abs=1e-9)
     # Exactly one run directory's worth of outputs, written by rank 0, counting the real bytes.
     s = summary(real)
     assert s["status"] == "completed" and s["processes"] == workers == s["workers"]
