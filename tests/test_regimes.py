@@ -174,7 +174,7 @@ def test_weight_norms_per_layer():
     w0 = {k: torch.zeros_like(v) for k, v in net.named_parameters()}
     norms = weight_norms(net, w0)
     total = sum(float(p.detach().pow(2).sum()) for p in net.parameters())
-    assert norms["norm2/hidden.0"] == pytest.approx(float(net.hidden[0].pow(2).sum()))
+    assert norms["norm2/hidden.0"] == pytest.approx(float(net.hidden[0].detach().pow(2).sum()))
     assert norms["norm"] == pytest.approx(math.sqrt(total), rel=1e-6)
     assert norms["dnorm"] == pytest.approx(norms["norm"], rel=1e-6)
 
