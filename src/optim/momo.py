@@ -3,7 +3,8 @@
 The update rules of the authors' `momo-opt` 0.1.0 (the optimizer-benchmark records' momo and
 momo-adam, with use_fstar off), rewritten so that every piece of state round-trips through
 `state_dict()` (momo-opt keeps its step count and loss average outside it, so a resumed run would
-restart its averages) and so that a step makes no host sync (momo-opt calls `.item()` each step).
+restart its averages) and so that a step makes no host sync (momo-opt reads a scalar back to
+the host on every step).
 
 With d_k the gradient average, f_k the loss average and gamma_k the average of <g_k, x_k>,
 MoMo's step is  x_{k+1} = (x_k - tau_k d_k) / (1 + lr * wd)  with
