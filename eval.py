@@ -5,11 +5,11 @@ import json
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src.cli import report_user_errors
+from src.sweeps.cli import report_user_errors
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
-@report_user_errors(lambda: None)
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     from src.evaluation import evaluate_run, locate, table
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from src.cli import report_user_errors
 from src.errors import ConfigError
+from src.sweeps.cli import report_user_errors
 
 FIGURES = ("curves", "ema", "lr_stability", "bin_usage", "phase_diagram", "pruning",
            "records", "best_curves")
@@ -15,7 +15,7 @@ DEFAULT_METRIC = {"phase_diagram": "test_err"}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="plots")
-@report_user_errors(lambda: None)
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     from src import figures
     from src.results import find_runs

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import hydra
 
-from src.cli import check_overrides, register_resolvers, train_task
+from src.sweeps.cli import check_overrides, register_resolvers
+from src.sweeps.job import train_task
+from src.sweeps.report import exit_status
 
 CONF = Path(__file__).resolve().parent / "conf"
 register_resolvers()
@@ -14,3 +16,4 @@ main = hydra.main(version_base="1.3", config_path=str(CONF), config_name="train"
 if __name__ == "__main__":
     check_overrides(sys.argv[1:], CONF)
     main()
+    sys.exit(exit_status())  # a sweep with a failed job exits 1 after all its jobs ran

@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from src.cli import register_resolvers  # noqa: E402
 from src.compression import packing  # noqa: E402
 from src.run_log import read_history  # noqa: E402
 from src.runner import run  # noqa: E402
+from src.sweeps.cli import register_resolvers  # noqa: E402
 
 
 def samples_per_s(overrides: list[str]) -> float:

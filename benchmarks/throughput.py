@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from src.cli import register_resolvers  # noqa: E402
 from src.run_log import read_history  # noqa: E402
 from src.runner import run  # noqa: E402
+from src.sweeps.cli import register_resolvers  # noqa: E402
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 

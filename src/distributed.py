@@ -31,6 +31,23 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def adopt_batch_tasks() -> None:
+    """Inside a submitit job of several tasks (SLURM's tasks_per_node, or the local executor's),
+    export the variables torchrun would set (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE,
+    LOCAL_RANK), so that each task is one DDP worker exactly as under torchrun."""
+    if "WORLD_SIZE" in os.environ or not os.environ.get("SUBMITIT_EXECUTOR"):
+        return
+    import submitit
+
+    if submitit.JobEnvironment().num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+def process_rank() -> int:
+    """This process's global rank before the process group exists (0 outside torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init(device: torch.device) -> tuple[Dist, torch.device]:
     """Join the torchrun job (NCCL on GPUs, gloo on CPUs); returns the rank and its device.
 

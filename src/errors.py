@@ -11,3 +11,11 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
     """A corrupt, unreadable or foreign checkpoint."""
+
+
+def one_line(e: BaseException) -> str:
+    """Why something stopped, in one line: a user error's message, else `Type: message`."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, UserError):
+        return text
+    return f"{type(e).__name__}: {text}"[:300] if text else type(e).__name__

@@ -1,12 +1,16 @@
-"""What a run writes: history.jsonl (one object per epoch), summary.json and TensorBoard events."""
+"""What a run writes: Hydra's record of the job (.hydra/) and its log, history.jsonl (one object
+per epoch), summary.json and TensorBoard events."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
 from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
 
 HISTORY = "history.jsonl"
 STEPS = "steps.jsonl"
@@ -49,6 +53,60 @@ def rewrite(path: Path, records: list[dict]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(clean(r), allow_nan=False) + "\n" for r in records))
     os.replace(tmp, path)
+
+
+class JobRecord:
+    """Hydra's record of a job (`.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml`) and the
+    job's log file (`<job name>.log`), written when the run starts writing, not before.
+
+    Hydra itself would write them before the task runs (train.yaml sets hydra.output_subdir to
+    null and logs to the console only), so a command that is rejected, or that finds its run
+    finished, would rewrite a finished run's record. The job wrapper opens one JobRecord per
+    job; a runner calls `start_job_record(run_dir)` right before it writes into the directory.
+    """
+
+    def __init__(self, run_dir: Path, task_cfg: DictConfig, hydra_cfg: DictConfig) -> None:
+        self.run_dir = Path(run_dir).resolve()
+        self.task_cfg, self.hydra_cfg = task_cfg, hydra_cfg
+        self.handler: logging.Handler | None = None
+
+    def start(self) -> None:
+        if self.handler is not None:
+            return
+        out = self.run_dir / ".hydra"
+        out.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.task_cfg, out / "config.yaml")
+        OmegaConf.save(OmegaConf.create({"hydra": self.hydra_cfg}), out / "hydra.yaml")
+        OmegaConf.save(self.hydra_cfg.overrides.task, out / "overrides.yaml")
+        self.handler = logging.FileHandler(self.run_dir / f"{self.hydra_cfg.job.name}.log")
+        self.handler.setFormatter(logging.Formatter(
+            "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        logging.getLogger().addHandler(self.handler)
+
+    def close(self) -> None:
+        if self.handler is not None:
+            logging.getLogger().removeHandler(self.handler)
+            self.handler.close()
+            self.handler = None
+
+
+_job: JobRecord | None = None
+
+
+def open_job_record(record: JobRecord | None) -> None:
+    """Make `record` the running job's record (None: no job, e.g. outside Hydra)."""
+    global _job
+    if _job is not None:
+        _job.close()
+    _job = record
+
+
+def start_job_record(run_dir: Path) -> bool:
+    """Write the job's record if `run_dir` is the running job's directory; True if it did."""
+    if _job is None or Path(run_dir).resolve() != _job.run_dir:
+        return False
+    _job.start()
+    return True
 
 
 class RunLog:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import math
+import os
 import platform
 import re
+import socket
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -24,10 +27,10 @@ from src.averaging.ema import EMA, ema_name
 from src.checkpoint import FORMAT, load_checkpoint, save_atomic
 from src.compression.exchange import GradientExchange, ddp_hook
 from src.data.bundle import DataBundle, build_data
-from src.errors import CheckpointError, ConfigError
+from src.errors import CheckpointError, ConfigError, one_line
 from src.evaluate import evaluate
 from src.fast_path import FastPath
-from src.run_log import SUMMARY, RunLog, read_json, write_json_atomic
+from src.run_log import SUMMARY, RunLog, read_json, start_job_record, write_json_atomic
 from src.trainer import RAW, Diverged, Trainer, TrainState, metric_prefix
 
 log = logging.getLogger(__name__)
@@ -42,13 +45,32 @@ SPLITS = ("train", "val", "test")
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
-    """hydra.utils.instantiate, with a component's own ValueError reported as one line."""
+    """hydra.utils.instantiate, with a component's own ValueError reported as one line; a
+    partial (optimizers, schedulers) reports the ValueError of its later call the same way."""
     try:
-        return instantiate(node, **kwargs)
+        built = instantiate(node, **kwargs)
     except InstantiationException as e:
         if isinstance(e.__cause__, ValueError):
-            raise ConfigError(str(e.__cause__).splitlines()[0]) from None
+            raise ConfigError(rejected(node, e.__cause__)) from None
         raise
+    if not isinstance(built, functools.partial):
+        return built
+
+    @functools.wraps(built)
+    def checked(*args: Any, **more: Any) -> Any:
+        try:
+            return built(*args, **more)
+        except ValueError as e:
+            raise ConfigError(rejected(node, e)) from None
+
+    return checked
+
+
+def rejected(node: DictConfig, e: ValueError) -> str:
+    key = node._key() if hasattr(node, "_key") else None  # the config group, e.g. optimizer
+    where = f"{key} ({node.get('_target_')})" if key else str(node.get("_target_"))
+    return (f"{where} rejects its settings: {str(e).splitlines()[0]}: change that value "
+            f"(python train.py --cfg job prints every setting)")
 
 
 def build_exchange(cfg: DictConfig) -> GradientExchange | None:
@@ -162,13 +184,20 @@ def final_metrics(trainer: Trainer, state: TrainState, data: DataBundle) -> dict
 
 
 def finished_objective(run_dir: Path, digest: str, objective_name: str) -> float | None:
-    """The objective of a run that already finished in `run_dir` with this config, else None."""
+    """The objective of a run that already finished in `run_dir` with this config, else None.
+
+    A run directory whose run finished with another config is refused, never overwritten.
+    """
     path = Path(run_dir) / SUMMARY
     if not path.exists():
         return None
     done = read_json(path)
-    if done.get("status") not in FINISHED or done.get("config_digest") != digest:
+    if done.get("status") not in FINISHED:
         return None
+    if done.get("config_digest") != digest:
+        raise ConfigError(f"{run_dir} holds a run that {done['status']} with another config "
+                          f"(the defaults in conf/ changed, or hydra.run.dir points at another "
+                          f"run): use another hydra.run.dir, or delete {run_dir} to retrain")
     log.info("run in %s already %s; objective %s", run_dir, done["status"], done["objective"])
     objective = done["objective"]
     return worst_objective(objective_name) if objective is None else objective
@@ -180,7 +209,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     A run directory with a finished summary of the same config returns that summary's objective;
     one with a checkpoint resumes from it and ends exactly where an uninterrupted run would.
     """
-    t_start = time.perf_counter()
+    t_start, started_at = time.perf_counter(), time.time()
     check_config(cfg)
     dist_info, device = distributed.init(resolve_device(cfg.device))
     if dist_info.enabled and cfg.workers != dist_info.world:
@@ -211,7 +240,11 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     optimizer = build(cfg.optimizer)(model.parameters())
     scheduler = build(cfg.scheduler)(optimizer, steps_per_epoch=len(data.train),
                                      epochs=cfg.epochs)
-    ema = EMA(model, cfg.averaging.decays, cfg.averaging.warmup) if cfg.averaging.decays else None
+    try:
+        ema = (EMA(model, cfg.averaging.decays, cfg.averaging.warmup) if cfg.averaging.decays
+               else None)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     local_workers = [dist_info.rank] if dist_info.enabled else list(range(cfg.workers))
     exchange = build_exchange(cfg.compression)
     if exchange is not None:
@@ -230,6 +263,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         history = restore(ckpt, model, optimizer, scheduler, ema, exchange, state, device,
                           ckpt_path)
         log.info("resuming %s from epoch %d (step %d)", run_dir, state.epoch, state.step)
+    if dist_info.is_main:
+        start_job_record(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     run_log = RunLog(run_dir, cfg.trainer.tensorboard, history, state.step,
                      write=dist_info.is_main)
@@ -257,6 +292,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     log.info("%s: %s parameters on %s, %d steps/epoch, %d worker(s)", cfg.model._target_,
              f"{num_params:,}", device, len(data.train), cfg.workers)
     summary: dict[str, Any] = {"config_digest": digest, "num_params": num_params,
+                               "host": socket.gethostname(), "pid": os.getpid(),
                                "device": str(device), "workers": cfg.workers,
                                "processes": dist_info.world, "versions": versions()}
     if exchange is not None:
@@ -275,7 +311,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                        error=str(e))
     except BaseException as e:  # record why the run stopped, then let it propagate
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        summary.update(status=status, metrics={}, objective=None, error=repr(e),
+        summary.update(status=status, metrics={}, objective=None, error=one_line(e),
                        epochs_completed=state.epoch)
         if summary_path is not None:
             write_json_atomic(summary_path, summary)
@@ -287,7 +323,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         summary.update(status="completed", metrics=metrics, objective=metrics[cfg.objective],
                        final_eval_s=time.perf_counter() - t_eval)
     summary.update(objective_name=cfg.objective, epochs_completed=state.epoch, step=state.step,
-                   train_wall_s=state.wall_s, total_s=time.perf_counter() - t_start)
+                   train_wall_s=state.wall_s, total_s=time.perf_counter() - t_start,
+                   started_at=started_at, finished_at=time.time())
     if exchange is not None and dist_info.enabled:
         summary["compression"]["bytes_sent_by_rank0"] = exchange.bytes_sent
     if summary_path is not None:

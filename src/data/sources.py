@@ -18,11 +18,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from src.errors import UserError
+
 if TYPE_CHECKING:  # torchvision costs seconds to import; only the file datasets need it
     import torchvision
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """The dataset files are missing (or could not be downloaded); the message is one line."""
 
 

@@ -9,21 +9,19 @@ Layout of a pruning run directory (one method, one network):
     summary.json               status, cell count, prune potential (the objective)
 The reference is a normal run directory: `pruning.from_run`, or, when that is null, a sibling
 `reference-<config digest>` of this run directory, trained here by src.runner.run and shared by
-every pruning run of the same training config (a file lock keeps parallel local jobs from training
-it twice). Starting the same command again skips finished cells and resumes an unfinished one from
-its checkpoint.
+every pruning run of the same training config (its run-directory lock keeps parallel jobs, on one
+machine or several, from training it twice). Starting the same command again skips finished cells
+and resumes an unfinished one from its checkpoint.
 """
 
 from __future__ import annotations
 
 import copy
-import fcntl
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,15 +35,16 @@ from torch.optim.lr_scheduler import LambdaLR
 from src import distributed
 from src.checkpoint import FORMAT, load_checkpoint, save_atomic
 from src.data.bundle import build_data
-from src.errors import CheckpointError, ConfigError
+from src.errors import CheckpointError, ConfigError, one_line
 from src.fast_path import FastPath
 from src.pruning.flops import count_flops
 from src.pruning.masks import Masks
 from src.pruning.metrics import topk_metrics
 from src.pruning.ratios import keep_ratios
 from src.pruning.report import prune_potential
-from src.run_log import SUMMARY, RunLog, read_json, write_json_atomic
+from src.run_log import SUMMARY, RunLog, read_json, start_job_record, write_json_atomic
 from src.runner import CHECKPOINT, build, config_digest, resolve_device, run, versions
+from src.sweeps.lock import RunLock
 from src.trainer import Diverged, Trainer, TrainState, epoch_seed, load_state
 
 log = logging.getLogger(__name__)
@@ -53,6 +52,7 @@ log = logging.getLogger(__name__)
 CONF = Path(__file__).resolve().parents[2] / "conf"
 CELLS = "cells"
 REFERENCE = "reference.json"
+REFERENCE_WAIT_S = 7 * 24 * 3600.0  # as long as training a reference may take
 SPLIT_KEYS = ("ratio_index", "repetition")  # which cells a job runs, not what a cell computes
 
 
@@ -113,21 +113,6 @@ def reference_config(cfg: DictConfig) -> DictConfig:
     return ref
 
 
-@contextmanager
-def exclusive(path: Path, enabled: bool) -> Iterator[None]:
-    """Hold an exclusive lock on `path` for the block (no-op when not enabled)."""
-    if not enabled:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def ensure_reference(cfg: DictConfig, run_dir: Path, dist: distributed.Dist) -> Path:
     """The directory of the trained reference: `pruning.from_run`, or one trained here."""
     if cfg.pruning.from_run is not None:
@@ -146,7 +131,9 @@ def ensure_reference(cfg: DictConfig, run_dir: Path, dist: distributed.Dist) -> 
     else:
         ref = reference_config(cfg)
         ref_dir = run_dir.parent / f"reference-{config_digest(ref)}"
-        with exclusive(ref_dir / "reference.lock", not dist.enabled):
+        ref_dir.mkdir(parents=True, exist_ok=True)
+        # Parallel jobs of one training config wait for the one that trains the reference.
+        with RunLock(ref_dir, wait_s=REFERENCE_WAIT_S) if not dist.enabled else nullcontext():
             if dist.is_main:
                 (ref_dir / ".hydra").mkdir(parents=True, exist_ok=True)
                 OmegaConf.save(ref, ref_dir / ".hydra" / "config.yaml")
@@ -346,6 +333,8 @@ class PruningExperiment:
 
     def run(self) -> float:
         t0 = time.perf_counter()
+        if self.dist.is_main:
+            start_job_record(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         reference = self.reference_record()
         if self.dist.is_main:
@@ -360,7 +349,7 @@ class PruningExperiment:
                 previous = self.run_cell(rep, index, previous if index > 0 else None)
         except BaseException as e:  # record why the run stopped, then let it propagate
             summary.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
-                           error=repr(e), objective=None, metrics={})
+                           error=one_line(e), objective=None, metrics={})
             if self.dist.is_main:
                 write_json_atomic(self.run_dir / SUMMARY, summary)
             raise

@@ -30,7 +30,7 @@ from src.errors import CheckpointError, ConfigError
 from src.regimes.data import BinaryData
 from src.regimes.losses import margin_loss, mean_loss
 from src.regimes.observables import ntk_stats, split_stats, weight_norms
-from src.run_log import SUMMARY, RunLog, write_json_atomic
+from src.run_log import SUMMARY, RunLog, start_job_record, write_json_atomic
 from src.runner import (
     CHECKPOINT,
     build,
@@ -172,6 +172,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     batches = Batches(ptr, bs, cfg.seed + 1_000_003)
     if progress.generator is not None:
         batches.gen.set_state(progress.generator)
+    start_job_record(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     run_log = RunLog(run_dir, cfg.trainer.tensorboard, history, progress.step)
     losses = loss_ladder(1.0 / task.alpha, task.ckpt_loss_points, task.ckpt_loss_floor)

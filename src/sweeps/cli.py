@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from src.data.sources import DatasetNotFoundError
 from src.errors import UserError
-
-# Files Hydra writes into a run directory before the task starts.
-_HYDRA_ONLY = {".hydra", "train.log", "eval.log", "tune.log", "plots.log"}
 
 
 def run_name(override_dirname: str) -> str:
@@ -74,43 +68,14 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def report_user_errors(run_dir: Callable[[], Path | None]) -> Callable:
-    """Decorator: a UserError (or a missing dataset) becomes one line on stderr and exit status 2.
+def report_user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for eval.py and plots.py: a UserError becomes one line and exit status 2."""
 
-    A run directory that holds nothing but what Hydra wrote for this failed start is removed, so a
-    bad command leaves no half-made run behind; anything older is left untouched.
-    """
+    @functools.wraps(fn)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            fail(str(e))
 
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def inner(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except (UserError, DatasetNotFoundError) as e:
-                folder = run_dir()
-                if folder is not None and folder.is_dir() and all(
-                        p.name in _HYDRA_ONLY for p in folder.iterdir()):
-                    shutil.rmtree(folder, ignore_errors=True)
-                fail(str(e))
-
-        return inner
-
-    return wrap
-
-
-def hydra_run_dir() -> Path | None:
-    """The running Hydra job's output directory (None outside a job)."""
-    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
-
-
-@report_user_errors(hydra_run_dir)
-def train_task(cfg: DictConfig) -> float:
-    """The task of train.py and of every tune.py trial: train one run (or, with a pruning method,
-    a prune-and-retrain experiment), return its objective."""
-    from hydra.utils import get_method  # after Hydra has parsed the command line: --help stays fast
-
-    if (cfg.get("pruning") or {}).get("method") is not None:  # task=regimes has no pruning
-        from src.pruning.experiment import run_pruning
-
-        return run_pruning(cfg, hydra_run_dir())
-    return get_method(cfg.task.run)(cfg, hydra_run_dir())
+    return inner

@@ -1,0 +1,14 @@
+"""Hydra instantiates sweepers only from the `hydra_plugins` namespace package: these subclasses
+make the project's sweepers (src/sweeps/grid.py, src/sweeps/study.py) visible to it. Nothing
+here may import torch: Hydra imports this module on every start, --help included."""
+
+from src.sweeps.grid import GridSweeper as _GridSweeper
+from src.sweeps.study import StudySweeper as _StudySweeper
+
+
+class GridSweeper(_GridSweeper):
+    """train.py -m (conf/hydra/sweeper/grid.yaml)."""
+
+
+class StudySweeper(_StudySweeper):
+    """tune.py (conf/hydra/sweeper/study.yaml)."""

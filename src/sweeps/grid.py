@@ -1,0 +1,37 @@
+"""train.py -m: Hydra's basic sweeper (Cartesian product of the swept values), except that a
+failed job does not end the sweep; at the end it reports every job's outcome."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from src.sweeps.report import new_report
+
+
+class GridSweeper(BasicSweeper):
+    """Same configuration keys as Hydra's basic sweeper (`params`, `max_batch_size`)."""
+
+    def sweep(self, arguments: list[str]) -> Any:
+        assert self.config is not None and self.launcher is not None
+        assert self.hydra_context is not None
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides([*self._parse_config(), *arguments])
+        self.overrides = self.split_arguments(overrides, self.max_batch_size)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        report, returns, index = new_report(), [], 0
+        while not self.is_done():
+            batch = self.get_job_batch()
+            self.validate_batch_is_legal(batch)  # a composition error ends the sweep up front
+            results = self.launcher.launch(batch, initial_job_idx=index)
+            report.add(results)  # instead of re-raising the first failed job's exception
+            index += len(batch)
+            returns.append(results)
+        report.print()
+        return returns

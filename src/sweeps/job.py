@@ -1,0 +1,127 @@
+"""One job of train.py or tune.py: a single run, or one job of a sweep.
+
+Around the runner, a job holds the run-directory lock (one process per run directory), writes
+Hydra's record only once the run really starts (see run_log.JobRecord), and decides what a
+failure becomes:
+- a single run (train.py without -m): a user error is one `error:` line and exit status 2; the
+  empty directory Hydra made for it is removed and an existing run is left byte-identical;
+- a sweep job (train.py -m, tune.py trials): nothing ends the sweep but Ctrl-C. A bad setting or
+  a crash is recorded (summary.json with status `failed` and its one-line reason, in a directory
+  that held no run before) and returned as a JobResult, which the sweeper counts and reports.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from src.errors import UserError, one_line
+from src.run_log import (
+    HISTORY,
+    SUMMARY,
+    JobRecord,
+    open_job_record,
+    read_json,
+    write_json_atomic,
+)
+from src.sweeps.lock import RunDirBusy, RunLock
+from src.sweeps.report import JobResult
+
+log = logging.getLogger(__name__)
+
+# Seconds a job waits for a run directory that another process holds (tune.yaml sets it: two
+# trials with the same parameters share one run, and the second reuses the first's result).
+LOCK_WAIT_ENV = "TRAINKIT_LOCK_WAIT_S"
+_RUN_FILES = (SUMMARY, HISTORY, "checkpoint.pt")  # a directory holding any of them holds a run
+
+
+def train_task(cfg: DictConfig) -> float | JobResult:
+    """The task of train.py and of every tune.py trial: train one run (or, with a pruning method,
+    a prune-and-retrain experiment) in Hydra's output directory and return its objective."""
+    from src import distributed  # torch: not before Hydra has parsed the command line
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    distributed.adopt_batch_tasks()
+    main = distributed.process_rank() == 0  # under torchrun rank 0 alone locks and writes
+    record = JobRecord(run_dir, copy.deepcopy(cfg), hydra_cfg) if main else None
+    lock: AbstractContextManager = (RunLock(run_dir, float(os.environ.get(LOCK_WAIT_ENV, 0)))
+                                    if main else nullcontext())
+    open_job_record(record)
+    try:
+        try:
+            with lock:
+                try:
+                    objective = dispatch(cfg, run_dir)
+                except Exception as e:
+                    if in_sweep and record is not None:
+                        record_failure(run_dir, record, one_line(e))
+                    raise
+        except RunDirBusy as e:
+            return refuse("busy", e, run_dir, in_sweep)
+        except UserError as e:
+            return refuse("failed", e, run_dir, in_sweep)
+        except Exception as e:
+            if not in_sweep:
+                raise
+            log.exception("job in %s failed", run_dir)  # the traceback goes to the job's log
+            return JobResult("failed", None, str(run_dir), one_line(e))
+    finally:
+        open_job_record(None)
+        remove_if_empty(run_dir)
+    if not in_sweep:
+        return objective
+    return JobResult(run_status(run_dir), objective, str(run_dir))
+
+
+def dispatch(cfg: DictConfig, run_dir: Path) -> float:
+    from hydra.utils import get_method  # after Hydra has parsed the command line: --help is fast
+
+    if (cfg.get("pruning") or {}).get("method") is not None:  # task=regimes has no pruning
+        from src.pruning.experiment import run_pruning
+
+        return run_pruning(cfg, run_dir)
+    return get_method(cfg.task.run)(cfg, run_dir)
+
+
+def refuse(status: str, e: Exception, run_dir: Path, in_sweep: bool) -> JobResult:
+    """A single run exits with one line and status 2; a sweep job returns its failure."""
+    if not in_sweep:
+        from src.sweeps.cli import fail
+
+        remove_if_empty(run_dir)
+        fail(str(e))
+    log.error("job in %s %s: %s", run_dir, status, one_line(e))
+    return JobResult(status, None, str(run_dir), one_line(e))
+
+
+def record_failure(run_dir: Path, record: JobRecord, reason: str) -> None:
+    """Leave a sweep job's failure in its run directory, unless that directory holds a run
+    (then the runner has recorded it, or the run is someone's earlier result: left untouched)."""
+    if any((run_dir / name).exists() for name in _RUN_FILES):
+        return
+    record.start()
+    write_json_atomic(run_dir / SUMMARY, {"status": "failed", "error": reason, "objective": None,
+                                          "metrics": {}})
+
+
+def run_status(run_dir: Path) -> str:
+    path = run_dir / SUMMARY
+    return read_json(path).get("status", "completed") if path.exists() else "completed"
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """Remove the directory Hydra made for a job that wrote nothing."""
+    try:
+        if run_dir.resolve() != Path.cwd().resolve():
+            run_dir.rmdir()
+    except OSError:  # not empty, already gone, or not ours to remove
+        pass

@@ -1,0 +1,88 @@
+"""The end of a sweep: how many jobs completed, diverged, failed or were busy, and where.
+
+Sweepers add every job's return here; the entry point exits with `exit_status()` after Hydra
+returns, so a sweep with a failed job exits non-zero while its other jobs still ran.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from hydra.core.utils import JobReturn
+
+from src.errors import one_line
+
+ORDER = ("completed", "diverged", "failed", "busy")
+LABEL = {"busy": "in use by another process"}
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What one sweep job returns to its sweeper (a float for sweepers that expect one)."""
+
+    status: str  # completed | diverged | failed | busy
+    objective: float | None
+    run_dir: str
+    error: str | None = None
+
+    def __float__(self) -> float:
+        return math.nan if self.objective is None else float(self.objective)
+
+
+def outcome(ret: JobReturn) -> JobResult:
+    """A job's JobResult; a job whose task raised (a launcher failure) counts as failed."""
+    hydra_cfg = getattr(ret, "hydra_cfg", None)
+    run_dir = str(hydra_cfg.hydra.runtime.output_dir) if hydra_cfg is not None else "?"
+    try:
+        value = ret.return_value
+    except Exception as e:
+        return JobResult("failed", None, run_dir, one_line(e))
+    if isinstance(value, JobResult):
+        return value
+    return JobResult("completed", None if value is None else float(value), run_dir)
+
+
+class SweepReport:
+    def __init__(self) -> None:
+        self.results: list[JobResult] = []
+
+    def add(self, returns: Iterable[JobReturn]) -> list[JobResult]:
+        new = [outcome(r) for r in returns]
+        self.results.extend(new)
+        return new
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    def lines(self) -> list[str]:
+        parts = [f"{self.count(s)} {LABEL.get(s, s)}" for s in ORDER if self.count(s)]
+        out = [f"sweep: {len(self.results)} job(s): {', '.join(parts) or 'none'}"]
+        for r in self.results:
+            if r.status != "completed":
+                reason = f": {r.error}" if r.error else ""
+                out.append(f"  {r.status:<9} {r.run_dir}{reason}")
+        return out
+
+    def print(self) -> None:
+        print("\n".join(self.lines()), flush=True)
+
+    @property
+    def exit_status(self) -> int:
+        """1 if any job failed or was left to another process, else 0."""
+        return int(any(r.status in ("failed", "busy") for r in self.results))
+
+
+_last: SweepReport | None = None
+
+
+def new_report() -> SweepReport:
+    global _last
+    _last = SweepReport()
+    return _last
+
+
+def exit_status() -> int:
+    """The exit status of the sweep this process ran (0 after a single run)."""
+    return 0 if _last is None else _last.exit_status

@@ -1,0 +1,431 @@
+"""tune.py's sweeper: an Optuna study that survives restarts, parallel processes and bad trials.
+
+Configured like Hydra's Optuna sweeper (`hydra.sweeper.params`, `n_trials`, `n_jobs`, `storage`,
+`study_name`, `direction`, `sampler`), with what that plugin lacks:
+- identity: without `study_name`, the study is named from what defines the search (dataset,
+  model and objective, readably, plus a digest of the fixed overrides, the search space, the
+  objective and the direction), so different searches never share a study;
+- dead trials: a heartbeat marks a trial whose process died as FAIL once `grace_period` seconds
+  pass without it (`retry_dead=N` queues such a trial again, up to N times; it then resumes from
+  its run directory's checkpoint);
+- new points after a restart and across processes: the sampler is seeded per trial from
+  (`sampler.seed`, trial number), so a restarted or second process never replays the proposals
+  of the first, while one process on a fresh study stays reproducible;
+- parallel trials: each batch of `n_jobs` trials (default: the launcher's n_jobs) is launched at
+  once, so a parallel launcher really runs them side by side;
+- failed jobs: a trial whose job failed (bad setting, crash) is FAIL with its reason as user
+  attribute `error`; a diverged run is COMPLETE with the worst objective (0 for an accuracy, +inf
+  for a loss). The search goes on either way; the end reports every trial's outcome;
+- the best trial of this study alone becomes `<sweep dir>/experiment/best.yaml` plus the
+  train.py command that reproduces its score.
+`n_trials` is per process: N processes on one storage run N x n_trials trials.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import (
+    ChoiceSweep,
+    IntervalSweep,
+    Override,
+    RangeSweep,
+    Transformer,
+)
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from src.errors import ConfigError
+from src.sweeps.cli import report_user_errors
+from src.sweeps.report import new_report
+
+log = logging.getLogger(__name__)
+
+# Command-line keys that do not change what a search finds (kept out of the study's identity).
+VOLATILE = ("device", "data_dir", "dataset.download", "trainer.progress", "trainer.tensorboard")
+DIRECTIONS = ("maximize", "minimize")
+LATE_GROUPS = ("debug",)  # groups composed after experiment presets: stay on the command line
+
+
+def natural_direction(objective: str) -> str:
+    """maximize for accuracies and scores, minimize for losses, errors and the rest."""
+    return "maximize" if re.search(r"(acc|score|potential)[^/]*$", objective) else "minimize"
+
+
+def distribution(override: Override) -> Any:
+    """The Optuna distribution of one sweep override of Hydra's grammar."""
+    import optuna.distributions as od
+
+    key = override.get_key_element()
+    value = override.value()
+    if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
+        return od.CategoricalDistribution(list(override.sweep_iterator(Transformer.encode)))
+    if isinstance(value, RangeSweep):
+        if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
+            # Hydra's range excludes its stop, Optuna's high is inclusive
+            return od.IntDistribution(int(value.start), int(value.stop) - int(value.step),
+                                      step=int(value.step))
+        return od.FloatDistribution(value.start, value.stop - value.step, step=value.step)
+    if isinstance(value, IntervalSweep):
+        log_scale = "log" in value.tags
+        if log_scale and value.start <= 0:
+            raise ConfigError(f"{key}: a log-scale interval needs low > 0, got "
+                              f"interval({value.start}, {value.end}): raise the lower end, or "
+                              f"drop tag(log, ...)")
+        if value.start >= value.end:
+            raise ConfigError(f"{key}: interval({value.start}, {value.end}) is empty: give "
+                              f"low < high")
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return od.IntDistribution(value.start, value.end, log=log_scale)
+        return od.FloatDistribution(float(value.start), float(value.end), log=log_scale)
+    raise ConfigError(f"{key}: {override.input_line} is not a search dimension: use choice(...), "
+                      f"range(...) or [tag(log, ...)] interval(low, high)")
+
+
+def search_space(arguments: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(distributions of the swept keys, fixed overrides 'key' -> 'value' as typed)."""
+    space, fixed = {}, {}
+    for override in OverridesParser.create().parse_overrides(arguments):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            space[key] = distribution(override)
+            fixed.pop(key, None)
+        else:
+            fixed[key] = override.get_value_element_as_str()
+            space.pop(key, None)
+    return space, fixed
+
+
+def describe(dist: Any) -> str:
+    """A distribution in words of our own (stable across Optuna versions, unlike its repr)."""
+    import optuna.distributions as od
+
+    if isinstance(dist, od.CategoricalDistribution):
+        return "choice(" + ",".join(repr(c) for c in dist.choices) + ")"
+    kind = "int" if isinstance(dist, od.IntDistribution) else "float"
+    return f"{kind}({dist.low!r},{dist.high!r},step={dist.step!r},log={dist.log})"
+
+
+def study_identity(config: DictConfig, space: dict[str, Any], fixed: dict[str, str],
+                   objective: str, direction: str) -> str:
+    """'<dataset>-<model>-<objective>-<digest>': the digest covers everything that defines the
+    search, so two searches share a study only if they search the same thing."""
+    defining = {"fixed": sorted(f"{k}={v}" for k, v in fixed.items() if k not in VOLATILE),
+                "space": sorted(f"{k}={describe(d)}" for k, d in space.items()),
+                "objective": objective, "direction": direction}
+    digest = hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:8]
+    model = config.hydra.runtime.choices.get("model", "model")
+    readable = "-".join(str(part) for part in (config.dataset.name, model, objective))
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', readable)}-{digest}"
+
+
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna warns that heartbeats are experimental and "supposed to be used with
+    Study.optimize"; tune.py records them itself, on purpose."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        yield
+
+
+def trial_seed(seed: int, number: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{number}".encode()).digest()[:4], "little")
+
+
+def per_trial_sampler(factory: Callable[[int | None], Any], seed: int | None) -> Any:
+    """A sampler rebuilt for every trial, seeded from (seed, trial number): proposals depend on
+    the study's history and the trial's number, never on how many this process made before."""
+    from optuna.samplers import BaseSampler
+
+    class PerTrialSampler(BaseSampler):
+        def __init__(self) -> None:
+            self.inner = factory(seed)
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            self.inner = factory(None if seed is None else trial_seed(seed, trial.number))
+            self.inner.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+            return self.inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study: Any, trial: Any, space: Any) -> Any:
+            return self.inner.sample_relative(study, trial, space)
+
+        def sample_independent(self, study: Any, trial: Any, name: str, dist: Any) -> Any:
+            return self.inner.sample_independent(study, trial, name, dist)
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            self.inner.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self.inner.reseed_rng()
+
+    return PerTrialSampler()
+
+
+class Heartbeat:
+    """Records a heartbeat for each running trial every `interval` seconds (Optuna does this
+    only inside study.optimize; tune.py asks and tells)."""
+
+    def __init__(self, storage: Any, trial_ids: list[int], interval: int | None) -> None:
+        self.storage, self.trial_ids, self.interval = storage, trial_ids, interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="trial-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        if self.interval:
+            self._record()
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def _record(self) -> None:
+        for trial_id in self.trial_ids:
+            self.storage.record_heartbeat(trial_id)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                self._record()
+            except Exception as e:  # a storage hiccup: the next beat tries again
+                log.warning("heartbeat failed: %s", e)
+
+
+def override_value(value: Any) -> str:
+    """A parameter value as a Hydra override value that parses back to the same value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+class StudySweeper(Sweeper):
+    def __init__(self, sampler: functools.partial, direction: str | None, storage: str | None,
+                 study_name: str | None, n_trials: int, n_jobs: int | None, params: DictConfig,
+                 heartbeat_interval: int = 60, grace_period: int = 180,
+                 retry_dead: int = 0) -> None:
+        self.sampler, self.direction, self.storage_url = sampler, direction, storage
+        self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
+        self.params = params or {}
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self.retry_dead = retry_dead
+        self.config: DictConfig | None = None
+        self.launcher: Any = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function)
+
+    # -- set-up of the study ------------------------------------------------------------------
+
+    def batch_size(self) -> int:
+        n = self.n_jobs
+        if n is None:  # as many as the launcher runs at once
+            n = OmegaConf.select(self.config, "hydra.launcher.n_jobs", default=1)
+        n = int(n)
+        return n if n > 0 else (os.cpu_count() or 1)
+
+    def open_storage(self, name: str) -> Any:
+        import optuna
+        from sqlalchemy.exc import IntegrityError
+
+        url = self.storage_url
+        if url is None:
+            url = f"sqlite:///{Path(self.config.hydra.sweep.dir) / 'optuna.db'}"
+        if url.startswith("sqlite:///"):
+            folder = Path(url[len("sqlite:///"):]).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"hydra.sweeper.storage={url}: cannot create {folder} "
+                                  f"({e.strerror}): point the storage at a writable folder"
+                                  ) from None
+        engine = ({"connect_args": {"timeout": 60}} if url.startswith("sqlite") else
+                  {"pool_pre_ping": True})  # concurrent writers wait instead of failing
+        retry = (optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.retry_dead)
+                 if self.retry_dead else None)
+        attempt = 0
+        while True:
+            try:
+                with quiet_optuna():
+                    return optuna.storages.RDBStorage(
+                        url, engine_kwargs=engine,
+                        heartbeat_interval=self.heartbeat_interval or None,
+                        grace_period=self.grace_period, heartbeat_stale_trial_callback=retry)
+            except Exception as e:
+                # Two processes creating the tables of a new database at once: one of them
+                # loses the race (a unique constraint, or "table ... already exists"); the tables
+                # exist a moment later.
+                reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0][:200]
+                racing = isinstance(e, IntegrityError) or any(
+                    words in reason for words in ("already exists", "database is locked"))
+                if attempt < 2 and racing:
+                    attempt += 1
+                    time.sleep(attempt)
+                    continue
+                raise ConfigError(f"hydra.sweeper.storage={url} cannot be opened ({reason}): "
+                                  f"use sqlite:///<writable path>/optuna.db or a reachable "
+                                  f"postgresql://user@host/db") from None
+
+    def make_sampler(self, space: dict[str, Any]) -> Any:
+        """The configured sampler (a partial: conf/hydra/sweeper/sampler/*.yaml), seeded per
+        trial."""
+        import optuna
+
+        factory = self.sampler
+        seed = factory.keywords.get("seed")
+        if factory.func is optuna.samplers.GridSampler:
+            factory = functools.partial(factory, search_space={
+                k: grid_values(k, d) for k, d in space.items()})
+        return per_trial_sampler(lambda s: factory(seed=s), seed)
+
+    # -- the search ---------------------------------------------------------------------------
+
+    @report_user_errors
+    def sweep(self, arguments: list[str]) -> None:
+        import optuna
+
+        assert self.config is not None
+        objective = str(self.config.objective)
+        direction = self.direction or natural_direction(objective)
+        if direction not in DIRECTIONS:
+            raise ConfigError(f"hydra.sweeper.direction={direction} is not a direction: use "
+                              f"maximize or minimize (or null: from the objective's name)")
+        params = [f"{k}={v}" for k, v in self.params.items()]
+        space, fixed = search_space([*params, *arguments])
+        if not space:
+            raise ConfigError("the search space is empty: give hydra.sweeper.params.<key>=... "
+                              "or a sweep override such as optimizer.lr='interval(1e-3,1)'")
+        name = self.study_name or study_identity(self.config, space, fixed, objective, direction)
+        with read_write(self.config), open_dict(self.config):
+            self.config.hydra.sweeper.study_name = name  # the sweep dir interpolates it
+        storage = self.open_storage(name)
+        sampler = self.make_sampler(space)
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                    direction=direction, load_if_exists=True)
+        if study.direction.name.lower() != direction:
+            raise ConfigError(f"study {name} in {storage.url} was created to "
+                              f"{study.direction.name.lower()}: use another "
+                              f"hydra.sweeper.study_name")
+        log.info("study %s (%s %s) in %s: %d trial(s) so far, %d to run here", name, direction,
+                 objective, storage.url, len(study.trials), self.n_trials)
+        study_id = storage.get_study_id_from_name(name)
+        report = new_report()
+        fixed_args = [f"{k}={v}" for k, v in fixed.items()]
+        to_go, index, batch = self.n_trials, 0, self.batch_size()
+        while to_go > 0:
+            with quiet_optuna():
+                optuna.storages.fail_stale_trials(study)  # trials of dead processes: FAIL
+                trials = [study.ask(fixed_distributions=space) for _ in range(min(batch, to_go))]
+            jobs = [[*fixed_args, *(f"{k}={override_value(v)}" for k, v in t.params.items()),
+                     f"hydra.sweeper.study_name={name}"] for t in trials]
+            ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+                   for t in trials]
+            with Heartbeat(storage, ids, self.heartbeat_interval):
+                returns = self.launcher.launch(jobs, initial_job_idx=index)
+            for trial, result in zip(trials, report.add(returns), strict=True):
+                trial.set_user_attr("run_dir", result.run_dir)
+                if result.status in ("completed", "diverged") and result.objective is not None:
+                    study.tell(trial, result.objective)
+                else:
+                    trial.set_user_attr("error", result.error or result.status)
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                log.info("trial %d %s: %s = %s (%s)", trial.number, result.status, objective,
+                         result.objective, result.run_dir)
+            index += len(trials)
+            to_go -= len(trials)
+        with quiet_optuna():
+            optuna.storages.fail_stale_trials(study)
+        report.print()
+        self.write_best(study, fixed, objective)
+
+    def write_best(self, study: Any, fixed: dict[str, str], objective: str) -> None:
+        """best.yaml (a preset train.py accepts) and the command that reproduces the score."""
+        import optuna
+
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not complete:
+            print(f"study {study.study_name}: no trial completed, no best.yaml written")
+            return
+        best = study.best_trial
+        overrides = {**{k: v for k, v in fixed.items() if k not in best.params},
+                     **{k: override_value(v) for k, v in best.params.items()}}
+        groups = {p.name for p in (Path(__file__).resolve().parents[2] / "conf").iterdir()
+                  if p.is_dir()}
+        defaults, values, extra = [], {}, []
+        for key, value in overrides.items():
+            group = key.lstrip("+")
+            if group == "experiment":  # the preset builds on the experiment the search used
+                defaults.insert(0, value)
+            elif group in LATE_GROUPS:
+                extra.append(f"{key}={value}")
+            elif group in groups:
+                defaults.append({f"override /{group}": value})
+            else:
+                node = values
+                *parents, leaf = group.split(".")
+                for part in parents:
+                    node = node.setdefault(part, {})
+                node[leaf] = yaml.safe_load(value)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        out = sweep_dir / "experiment" / "best.yaml"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        header = (f"# @package _global_\n# Best trial #{best.number} of Optuna study "
+                  f"'{study.study_name}' ({len(complete)} complete trials): "
+                  f"{objective} = {best.value}\n")
+        body = yaml.safe_dump({"defaults": defaults, **values} if defaults else values,
+                              sort_keys=False)
+        tmp = out.with_name(f"best.yaml.{os.getpid()}.tmp")  # several processes may finish
+        tmp.write_text(header + body)
+        os.replace(tmp, out)
+        command = " ".join(f"{k}={v}" for k, v in overrides.items())
+        print(f"best trial #{best.number} of study {study.study_name}: {objective} = "
+              f"{best.value} (run {best.user_attrs.get('run_dir', '?')})")
+        print(f"wrote {out}; reproduce with: python train.py {command}")
+        if extra:  # debug composes after presets: the searched values must win over it
+            extra += [f"{k}={override_value(v)}" for k, v in best.params.items()]
+        print(f"  or: python train.py --config-dir {sweep_dir} experiment=best "
+              f"{' '.join(extra)}".rstrip())
+
+
+def grid_values(key: str, dist: Any) -> list[Any]:
+    """The points of a discrete distribution, for Optuna's GridSampler."""
+    import optuna.distributions as od
+
+    if isinstance(dist, od.CategoricalDistribution):
+        return list(dist.choices)
+    if isinstance(dist, od.IntDistribution) and not dist.log:
+        return list(range(dist.low, dist.high + 1, dist.step))
+    if isinstance(dist, od.FloatDistribution) and dist.step is not None:
+        count = round((dist.high - dist.low) / dist.step) + 1
+        return [dist.low + i * dist.step for i in range(count)]
+    raise ConfigError(f"{key}: the grid sampler needs a discrete dimension (choice or range), "
+                      f"got an interval: use choice(...) or range(...), or another sampler")
