@@ -7,8 +7,8 @@ import torch
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
-from src.cli import run_name
 from src.runner import config_digest, run
+from src.sweeps.cli import run_name
 from tests.conftest import CONF, SMALL_FAKE, compose_train
 
 GROUPS = ["dataset", "model", "optimizer", "scheduler", "averaging", "compression", "pruning",
@@ -54,7 +54,8 @@ def test_run_names_follow_the_overrides():
     assert len(long) < 160 and long != run_name("x=" + "9" * 401)
 
 
-@pytest.mark.parametrize("model", ["resnet20", "vit", "mnist_cnn", "vgg16_bn"])
+@pytest.mark.parametrize("model", ["resnet20", pytest.param("vit", marks=pytest.mark.slow),
+                                   "mnist_cnn", pytest.param("vgg16_bn", marks=pytest.mark.slow)])
 def test_each_model_family_trains_one_debug_epoch_in_process(tmp_path, model):
     cfg = compose_train([*SMALL_FAKE, "debug=fast", f"model={model}", "device=cpu",
                          "trainer.progress=false", "trainer.tensorboard=false"])

@@ -61,8 +61,10 @@ def test_tune_twice_against_one_sqlite_file_continues_the_study(tmp_path):
     best = sweep / "experiment" / "best.yaml"
     assert best.read_text().startswith("# @package _global_")
     again = tmp_path / "again"
-    proc = run_script("train.py", ["--config-dir", str(sweep), "experiment=best", "debug=fast",
-                                   f"hydra.run.dir={again}"])
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("  or: python train.py"))
+    preset = line.split("python train.py ")[1].split()
+    assert preset[:3] == ["--config-dir", str(sweep), "experiment=best"]
+    proc = run_script("train.py", [*preset, f"hydra.run.dir={again}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert summary(again)["objective"] == study.best_value
 

@@ -220,6 +220,7 @@ def test_wall_time_budget_stops_a_run_that_keeps_its_data(tmp_path):
     assert run.config["task.max_wall"] == 1 and run.config["choice.task"] == "regimes"
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     args = [*SMALL, "task.alpha=1000", "batch_size=1", "task.dt=1e-3", "task.max_step=30000",
             "task.eval_every=500", "task.save_every_s=0", "task.ckpt_step_points=10"]

@@ -51,6 +51,7 @@ def test_default_command_trains_digits_to_95_percent_and_writes_the_contract(tmp
     assert ckpt["epoch"] == 30
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_bit_identical_result(tmp_path):
     args = [*SMALL_FAKE, "model=resnet20", "epochs=4", "batch_size=32", "device=cpu",
             "averaging.decays=[0.9,0.99]"]
@@ -155,6 +156,7 @@ def test_help_lists_the_groups_and_their_options():
         assert text in proc.stdout, text
 
 
+@pytest.mark.slow
 def test_figure1_sweep_is_15_trainings_with_5_decays_each(tmp_path):
     proc = run_script("train.py", ["-m", "experiment=ema_resnet20_cifar10", "debug=fast",
                                    *SMALL_FAKE, "model=mlp", f"hydra.sweep.dir={tmp_path}",

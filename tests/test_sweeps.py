@@ -1,0 +1,311 @@
+"""The sweep layer as it fails in real use: killed and restarted, two processes at once, a bad job
+next to good ones, a rejected command pointed at a finished run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from src.sweeps import lock as lock_module
+from src.sweeps.lock import LOCK, RunDirBusy, RunLock
+from tests.conftest import ROOT, run_script, summary, train
+
+QUIET = ["trainer.progress=false", "trainer.tensorboard=false"]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file below `folder` (hidden ones included) and the sha256 of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def start(script: str, args: list[str], log: Path) -> subprocess.Popen:
+    """An entry point in the background, in its own process group (so a kill takes it all)."""
+    out = open(log, "w")  # noqa: SIM115 - closed by the process's end
+    return subprocess.Popen([sys.executable, script, *args], cwd=ROOT, stdout=out,
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_for(condition, timeout: float = 120, what: str = "condition") -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def study_trials(db: Path) -> list[optuna.trial.FrozenTrial]:
+    storage = f"sqlite:///{db}"
+    (summary_,) = optuna.get_all_study_summaries(storage)
+    return optuna.load_study(study_name=summary_.study_name, storage=storage).trials
+
+
+# -- the run-directory lock ------------------------------------------------------------------
+
+
+def write_lock(run_dir: Path, owner: dict, age_s: float = 0.0) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK
+    path.write_text(json.dumps(owner))
+    os.utime(path, (time.time() - age_s, time.time() - age_s))
+    return path
+
+
+def test_a_live_owner_keeps_the_lock_and_a_dead_one_loses_it(tmp_path):
+    with RunLock(tmp_path), pytest.raises(RunDirBusy, match=f"in use by pid {os.getpid()}"):
+        RunLock(tmp_path).acquire()
+    assert not (tmp_path / LOCK).exists()  # released
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    write_lock(tmp_path, {"host": socket.gethostname(), "pid": dead.pid, "start": "1"})
+    with RunLock(tmp_path) as held:  # the owner's process is gone: taken over
+        assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
+    assert held._content is None and not (tmp_path / LOCK).exists()
+
+
+def test_a_reused_pid_does_not_keep_a_stale_lock(tmp_path):
+    # Our own pid, but a different start time: the pid now names another process.
+    write_lock(tmp_path, {"host": socket.gethostname(), "pid": os.getpid(), "start": "0"})
+    with RunLock(tmp_path):
+        pass
+
+
+def test_other_hosts_are_judged_by_their_heartbeat(tmp_path):
+    owner = {"host": "node-b", "pid": 1234, "start": "5"}
+    write_lock(tmp_path, owner, age_s=lock_module.STALE_S / 2)
+    with pytest.raises(RunDirBusy, match="node-b"):
+        RunLock(tmp_path).acquire()
+    write_lock(tmp_path, owner, age_s=lock_module.STALE_S + 5)
+    with RunLock(tmp_path):
+        pass
+
+
+def test_a_requeued_batch_job_takes_over_its_own_lock(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    write_lock(tmp_path, {"host": "node-b", "pid": 1, "start": "5", "job": "4242"})
+    with RunLock(tmp_path):
+        pass
+
+
+def test_a_lock_being_written_is_busy_and_garbage_goes_stale(tmp_path):
+    write_lock(tmp_path, {}).write_text("")  # created this instant, content not yet written
+    with pytest.raises(RunDirBusy):
+        RunLock(tmp_path).acquire()
+    write_lock(tmp_path, {}, age_s=lock_module.STALE_S + 5).write_text("garbage")
+    os.utime(tmp_path / LOCK, (0, 0))
+    with RunLock(tmp_path):
+        pass
+
+
+def test_release_never_removes_someone_elses_lock(tmp_path):
+    held = RunLock(tmp_path)
+    held.acquire()
+    (tmp_path / LOCK).write_text(json.dumps({"host": "node-b", "pid": 9}))  # broken, re-taken
+    held.release()
+    assert json.loads((tmp_path / LOCK).read_text())["host"] == "node-b"
+
+
+def test_waiting_for_a_busy_run_dir_gives_up_after_wait_s(tmp_path):
+    with RunLock(tmp_path):
+        t0 = time.perf_counter()
+        with pytest.raises(RunDirBusy):
+            RunLock(tmp_path, wait_s=1.0).acquire()
+        assert 0.9 < time.perf_counter() - t0 < 5
+
+
+LONG = ["debug=fast", "epochs=60", "device=cpu", *QUIET]
+
+
+@pytest.mark.slow
+def test_a_second_process_on_a_run_dir_is_refused_and_a_killed_ones_lock_is_taken_over(
+        tmp_path):
+    run_dir = tmp_path / "run"
+    first = start("train.py", [*LONG, f"hydra.run.dir={run_dir}"], tmp_path / "first.log")
+    wait_for(lambda: (run_dir / "history.jsonl").exists(), what="the first run to start")
+    second = train(run_dir, *LONG, check=False)
+    assert second.returncode == 2, second.stderr[-2000:]
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"in use by pid {first.pid}" in lines[0], second.stderr
+    os.killpg(first.pid, signal.SIGKILL)  # the holder dies without releasing its lock
+    first.wait()
+    assert (run_dir / LOCK).exists() and not (run_dir / "summary.json").exists()
+    train(run_dir, *LONG)  # the same command resumes: the dead process's lock is stale
+    records = [json.loads(x) for x in (run_dir / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, 61))  # none duplicated, none lost
+    assert summary(run_dir)["status"] == "completed" and not (run_dir / LOCK).exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["optimizer.lr=-1"],                 # a component rejects it
+    ["batch_size=0"],                    # our checks reject it
+    ["epochs=3"],                        # another config in the same directory
+    [],                                  # the same command: the finished run is reused
+], ids=["bad-component-value", "bad-setting", "other-config", "same-command"])
+def test_a_command_pointed_at_a_finished_run_leaves_it_byte_identical(tmp_path, args):
+    train(tmp_path, "debug=fast", "device=cpu")
+    before = snapshot(tmp_path)
+    proc = train(tmp_path, "debug=fast", "device=cpu", *args, check=False)
+    assert proc.returncode == (0 if not args else 2), proc.stderr[-2000:]
+    assert snapshot(tmp_path) == before  # .hydra/ and the log included
+
+
+# -- train.py -m -------------------------------------------------------------------------------
+
+
+def test_a_bad_job_and_a_diverging_job_do_not_end_the_sweep(tmp_path):
+    proc = run_script("train.py", ["-m", "debug=fast", "optimizer=sgd", "optimizer.lr=0.1,1e6,-1",
+                                   *QUIET, f"hydra.sweep.dir={tmp_path}"])
+    assert proc.returncode == 1, proc.stderr[-3000:]  # a job failed: non-zero, after all three
+    status = {d.name: summary(d) for d in tmp_path.iterdir() if d.is_dir()}
+    by_lr = {name.split("optimizer.lr=")[1].split(",")[0]: s for name, s in status.items()}
+    assert by_lr["0.1"]["status"] == "completed"
+    assert by_lr["1000000.0"]["status"] == "diverged"
+    assert by_lr["-1"]["status"] == "failed"
+    assert "Invalid learning rate: -1" in by_lr["-1"]["error"]
+    assert "\n" not in by_lr["-1"]["error"]
+    out = proc.stdout
+    assert "sweep: 3 job(s): 1 completed, 1 diverged, 1 failed" in out
+    assert "optimizer.lr=-1" in out.split("sweep: 3 job(s)")[1]  # the failed job's directory
+    # Run again: the finished runs are reused, the failed one fails again with the same line.
+    again = run_script("train.py", ["-m", "debug=fast", "optimizer=sgd",
+                                    "optimizer.lr=0.1,1e6,-1", *QUIET,
+                                    f"hydra.sweep.dir={tmp_path}"])
+    assert again.returncode == 1 and "1 completed, 1 diverged, 1 failed" in again.stdout
+
+
+# -- tune.py ---------------------------------------------------------------------------------
+
+
+def tune_args(folder: Path, *extra: str) -> list[str]:
+    return ["debug=fast", *QUIET, f"hydra.sweep.dir={folder}", *extra]
+
+
+@pytest.mark.slow
+def test_a_killed_search_restarts_without_leftovers_or_replayed_points(tmp_path):
+    args = tune_args(tmp_path, "epochs=40", "hydra.sweeper.sampler.seed=0",
+                     "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2")
+    db = tmp_path / "optuna.db"
+    first = start("tune.py", [*args, "hydra.sweeper.n_trials=5"], tmp_path / "first.log")
+
+    def one_done_one_running() -> bool:
+        if not db.exists():
+            return False
+        try:
+            states = [t.state for t in study_trials(db)]
+        except (ValueError, Exception):  # the study is being created
+            return False
+        return (optuna.trial.TrialState.COMPLETE in states
+                and states[-1] == optuna.trial.TrialState.RUNNING)
+
+    wait_for(one_done_one_running, what="a trial to complete and the next to run")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    killed = len(study_trials(db))
+    proc = run_script("tune.py", [*args, "hydra.sweeper.n_trials=3"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = study_trials(db)
+    states = [t.state.name for t in trials]
+    assert "RUNNING" not in states  # the killed trial was failed by its missing heartbeat
+    assert states.count("FAIL") == 1 and states.count("COMPLETE") == killed - 1 + 3
+    points = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(points)) == len(points)  # the restart proposed new points
+
+
+@pytest.mark.slow
+def test_two_searches_at_once_on_one_storage_run_distinct_complete_trials(tmp_path):
+    args = tune_args(tmp_path, "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=0")
+    procs = [start("tune.py", args, tmp_path / f"p{i}.log") for i in range(2)]
+    for i, p in enumerate(procs):
+        assert p.wait(timeout=300) == 0, (tmp_path / f"p{i}.log").read_text()[-3000:]
+    trials = study_trials(tmp_path / "optuna.db")
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 6
+    points = {tuple(sorted(t.params.items())) for t in trials}
+    assert len(points) == 6
+    runs = {t.user_attrs["run_dir"] for t in trials}
+    assert len(runs) == 6 and all(summary(Path(r))["status"] == "completed" for r in runs)
+
+
+def test_searches_that_differ_only_in_model_are_two_studies(tmp_path):
+    for model in ("mlp", "mnist_cnn"):
+        proc = run_script("tune.py", [*tune_args(tmp_path / model, "hydra.sweeper.n_trials=1"),
+                                      f"model={model}"])
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    names = [optuna.get_all_study_summaries(f"sqlite:///{tmp_path / m / 'optuna.db'}")[0]
+             .study_name for m in ("mlp", "mnist_cnn")]
+    assert names[0].startswith("digits-mlp-val_acc-")
+    assert names[1].startswith("digits-mnist_cnn-val_acc-")
+    assert names[0].rsplit("-", 1)[1] != names[1].rsplit("-", 1)[1]
+
+
+def test_the_default_study_folder_is_named_from_the_search(tmp_path):
+    """Without hydra.sweep.dir the study, its storage and its trials live in outputs/tune/<study>;
+    a different search lands elsewhere."""
+    from hydra import compose, initialize_config_dir
+
+    from src.sweeps.study import search_space, study_identity
+    from tests.conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("tune", overrides=["model=mlp"], return_hydra_config=True)
+    space, _ = search_space([f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()])
+    a = study_identity(cfg, space, {"model": "mlp"}, "val_acc", "maximize")
+    assert a == study_identity(cfg, space, {"model": "mlp", "device": "cpu"}, "val_acc",
+                               "maximize")  # where it runs does not matter
+    assert a != study_identity(cfg, space, {"model": "mlp"}, "ema_0.9/val_acc", "maximize")
+    assert a != study_identity(cfg, {}, {"model": "mlp"}, "val_acc", "maximize")
+    assert a != study_identity(cfg, space, {"model": "mlp", "epochs": "5"}, "val_acc",
+                               "maximize")
+
+
+def test_a_failing_trial_is_fail_and_the_search_goes_on(tmp_path):
+    proc = run_script("tune.py", tune_args(tmp_path, "hydra.sweeper.n_trials=4",
+                                           "hydra.sweeper.sampler.seed=1",
+                                           "batch_size=choice(0,32)"))
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = study_trials(tmp_path / "optuna.db")
+    assert len(trials) == 4 and "RUNNING" not in {t.state.name for t in trials}
+    for t in trials:
+        if t.params["batch_size"] == 0:
+            assert t.state.name == "FAIL" and "batch_size=0" in t.user_attrs["error"]
+        else:
+            assert t.state.name == "COMPLETE"
+    assert "failed" in proc.stdout.split("sweep: 4 job(s)")[1]
+
+
+def test_the_printed_command_reproduces_the_reported_best_score(tmp_path):
+    proc = run_script("tune.py", tune_args(tmp_path, "hydra.sweeper.n_trials=2",
+                                           "optimizer=sgd"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if "reproduce with: python train.py" in x)
+    command = line.split("reproduce with: python train.py ")[1].split()
+    reported = float(next(x for x in proc.stdout.splitlines() if x.startswith("best trial"))
+                     .split(" = ")[1].split()[0])
+    run_dir = tmp_path / "again"
+    train(run_dir, *command)
+    assert summary(run_dir)["objective"] == reported
+    best = optuna.load_study(study_name=None, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert best.best_value == reported
+
+
+@pytest.mark.slow
+def test_parallel_trials_with_the_joblib_launcher_really_overlap(tmp_path):
+    proc = run_script("tune.py", tune_args(tmp_path, "epochs=30", "hydra.sweeper.n_trials=2",
+                                           "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = study_trials(tmp_path / "optuna.db")
+    spans = sorted((s["started_at"], s["finished_at"])
+                   for s in (summary(Path(t.user_attrs["run_dir"])) for t in trials))
+    assert len(spans) == 2 and spans[1][0] < spans[0][1]  # the second began before the first ended
+    pids = {summary(Path(t.user_attrs["run_dir"]))["pid"] for t in trials}
+    assert len(pids) == 2 and os.getpid() not in pids
