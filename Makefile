@@ -2,17 +2,20 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: setup train test lint clean
+.PHONY: setup train test test-fast lint clean
+# test processes (pytest-xdist)
+JOBS ?= 2
 
 setup: $(STAMP)
 
-# Re-installs only when requirements.txt changes. hydra-optuna-sweeper 1.3.0 pins optuna<3, whose
-# sqlite storage breaks on SQLAlchemy 2, so it goes in with --no-deps next to optuna>=4.7.
+# Re-installs only when requirements.txt changes. tune.py's sweeper is our own (src/sweeps/);
+# the released hydra-optuna-sweeper, which older set-ups installed, would shadow its sampler
+# configs (hydra/sweeper/sampler), so it is removed.
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps hydra-optuna-sweeper==1.3.0
+	$(PY) -m pip uninstall --quiet --yes hydra-optuna-sweeper 2>/dev/null || true
 	touch $(STAMP)
 
 train: setup
@@ -20,7 +23,12 @@ train: setup
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(JOBS)
+
+# Everything but the end-to-end tests marked slow (kills, parallel processes, clusters, servers).
+test-fast: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -n $(JOBS) -m "not slow"
 
 lint: setup
 	$(PY) -m ruff check .
