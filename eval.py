@@ -1,11 +1,12 @@
 """Evaluate a run's checkpoint on the test set: python eval.py checkpoint=<run dir>."""
 
 import json
+import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src.sweeps.cli import report_user_errors
+from src.sweeps.cli import quote_paths, report_user_errors
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
@@ -25,4 +26,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = quote_paths(sys.argv[1:])
     main()

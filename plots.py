@@ -1,46 +1,40 @@
-"""Figures from run directories: python plots.py runs='outputs/runs/*' figure=curves."""
+"""Figures from run directories: python plots.py runs=outputs/runs figure=curves.
 
+`python plots.py --help` lists the figure kinds and the keys.
+"""
+
+import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from src.errors import ConfigError
-from src.sweeps.cli import report_user_errors
-
-FIGURES = ("curves", "ema", "lr_stability", "bin_usage", "phase_diagram", "pruning",
-           "records", "best_curves")
-# The metric a figure kind shows when plots.py is given metric=null.
-DEFAULT_METRIC = {"phase_diagram": "test_err"}
+from src.sweeps.cli import quote_paths, report_user_errors
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="plots")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
-    from src import figures
-    from src.results import find_runs
+    from src.analysis.figures import DEFAULT_METRIC, KINDS, Options, draw
+    from src.analysis.runs import find_runs
 
-    if cfg.figure not in FIGURES:
+    if cfg.figure not in KINDS:
         raise ConfigError(f"figure={cfg.figure} is not a figure kind: use one of "
-                          f"{', '.join(FIGURES)}")
+                          f"{', '.join(KINDS)}")
     if cfg.x not in ("epoch", "step"):
         raise ConfigError(f"x={cfg.x} is not an axis: use epoch or step")
-    runs, out = find_runs(cfg.runs), Path(cfg.out_dir)
+    patterns = list(cfg.runs) if isinstance(cfg.runs, ListConfig) else [str(cfg.runs)]
     group_by = None if cfg.group_by is None else list(cfg.group_by)
-    metric = cfg.metric or DEFAULT_METRIC.get(cfg.figure, "val_acc")
-    written = {
-        "curves": lambda: figures.curves(runs, metric, cfg.x, group_by, out),
-        "ema": lambda: figures.ema(runs, out),
-        "lr_stability": lambda: figures.lr_stability(runs, metric, group_by, out),
-        "bin_usage": lambda: figures.bin_usage(runs, out),
-        "phase_diagram": lambda: figures.phase_diagram(runs, metric, out),
-        "pruning": lambda: figures.pruning(runs, out),
-        "records": lambda: figures.records(runs, metric, cfg.top, out),
-        "best_curves": lambda: figures.best_curves(runs, metric, cfg.top, out),
-    }[cfg.figure]()
-    for path in written:
+    opts = Options(metric=cfg.metric or DEFAULT_METRIC.get(cfg.figure), x=cfg.x,
+                   group_by=group_by, top=cfg.top)
+    result = draw(cfg.figure, find_runs(patterns), opts, Path(cfg.out_dir))
+    for note in dict.fromkeys(result.notes):  # a kind drawn inside another may repeat one
+        print(f"note: {note}")
+    for path in result.paths:
         print(f"wrote {path}")
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = quote_paths(sys.argv[1:])
     main()

@@ -10,8 +10,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+# Settings that change where or how visibly a run happens, not its results: left out of a run's
+# config digest, of a study's identity and of the settings figures group runs by.
+RESULT_NEUTRAL = ("device", "data_dir", "dataset.download", "dataset.source.root",
+                  "dataset.source.download", "trainer.progress", "trainer.tensorboard",
+                  "trainer.keep_epochs")
 HISTORY = "history.jsonl"
 STEPS = "steps.jsonl"
 SUMMARY = "summary.json"
@@ -109,6 +115,63 @@ def start_job_record(run_dir: Path) -> bool:
     return True
 
 
+# Shown in the HPARAMS tab next to the config-group choices and the command line's settings.
+KEY_HPARAMS = ("optimizer.lr", "optimizer.weight_decay", "optimizer.momentum", "batch_size",
+               "epochs", "seed", "workers", "num_bits", "averaging.decays", "task.dt",
+               "task.temp", "task.alpha")
+GROUP_CHOICES = ("dataset", "model", "optimizer", "scheduler", "averaging", "compression",
+                 "pruning", "task", "experiment", "lr_grid", "debug")
+
+
+_ABSENT = object()
+
+
+def hparams_of(cfg: DictConfig) -> dict[str, bool | int | float | str]:
+    """The hyperparameters a run is compared by: `<group>` = chosen option, then the keys its
+    command line set and KEY_HPARAMS, as scalars (lists and None as text)."""
+    hp: dict[str, bool | int | float | str] = {}
+    keys = list(KEY_HPARAMS)
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        for group in GROUP_CHOICES:
+            choice = hydra_cfg.runtime.choices.get(group)
+            if choice is not None:
+                hp[group] = str(choice)
+        typed = [o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task]
+        keys = [k for k in typed if k not in GROUP_CHOICES and k not in RESULT_NEUTRAL] + keys
+    for key in dict.fromkeys(keys):
+        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+            continue
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, DictConfig):
+            continue
+        if OmegaConf.is_list(value):
+            value = str(OmegaConf.to_container(value))
+        hp[key] = value if isinstance(value, bool | int | float | str) else str(value)
+    return hp
+
+
+def session_end(status: str) -> Any:
+    """TensorBoard's end-of-session record with the run's real status (torch's add_hparams
+    always writes success)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams.api_pb2 import Status
+    from tensorboard.plugins.hparams.metadata import (
+        PLUGIN_DATA_VERSION,
+        PLUGIN_NAME,
+        SESSION_END_INFO_TAG,
+    )
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
+
+    value = {"completed": "STATUS_SUCCESS", "interrupted": "STATUS_ABORTED"}.get(
+        status, "STATUS_FAILURE")
+    content = HParamsPluginData(session_end_info=SessionEndInfo(status=Status.Value(value)),
+                                version=PLUGIN_DATA_VERSION)
+    meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
+        plugin_name=PLUGIN_NAME, content=content.SerializeToString()))
+    return Summary(value=[Summary.Value(tag=SESSION_END_INFO_TAG, metadata=meta)])
+
+
 class RunLog:
     """Writes history.jsonl and mirrors every number to TensorBoard (if enabled).
 
@@ -156,14 +219,23 @@ class RunLog:
             if key != "step" and isinstance(value, int | float):
                 self.scalar(f"{group}/{key}", float(value), record["step"])
 
-    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
-        """Record the run in TensorBoard's HPARAMS tab (scalars only)."""
+    def hparams(self, cfg: DictConfig, metrics: dict[str, float], status: str) -> None:
+        """Record the run in TensorBoard's HPARAMS tab: the option chosen in each config group,
+        the settings its command line set and the key hyperparameters (lists as text), its
+        final metrics, and its status (a diverged or failed run is not shown as a success)."""
         if self.writer is None:
             return
-        hp = {k: v for k, v in hparams.items() if isinstance(v, bool | int | float | str)}
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        hp = hparams_of(cfg)
+        hp["status"] = status
         mt = {f"hparam/{k}": v for k, v in metrics.items()
               if isinstance(v, int | float) and math.isfinite(v)}
-        self.writer.add_hparams(hp, mt, run_name=".")
+        experiment, start, _ = hparams_summaries(hp, mt)
+        for summary in (experiment, start, session_end(status)):
+            self.writer.file_writer.add_summary(summary)
+        for tag, value in mt.items():
+            self.writer.add_scalar(tag, value)
 
     def close(self) -> None:
         if self.writer is not None:

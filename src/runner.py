@@ -30,17 +30,20 @@ from src.data.bundle import DataBundle, build_data
 from src.errors import CheckpointError, ConfigError, one_line
 from src.evaluate import evaluate
 from src.fast_path import FastPath
-from src.run_log import SUMMARY, RunLog, read_json, start_job_record, write_json_atomic
+from src.run_log import (
+    RESULT_NEUTRAL,
+    SUMMARY,
+    RunLog,
+    read_json,
+    start_job_record,
+    write_json_atomic,
+)
 from src.trainer import RAW, Diverged, Trainer, TrainState, metric_prefix
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 FINISHED = ("completed", "diverged")
-# Settings that change where or how visibly a run happens, not its results.
-VOLATILE = ("device", "data_dir", "dataset.download", "dataset.source.root",
-            "dataset.source.download", "trainer.progress", "trainer.tensorboard",
-            "trainer.keep_epochs")
 SPLITS = ("train", "val", "test")
 
 
@@ -136,7 +139,7 @@ def check_config(cfg: DictConfig) -> None:
 def config_digest(cfg: DictConfig) -> str:
     """Fingerprint of everything that determines a run's results."""
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
-    kept = {k: v for k, v in flat.items() if k not in VOLATILE}
+    kept = {k: v for k, v in flat.items() if k not in RESULT_NEUTRAL}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -315,6 +318,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                        epochs_completed=state.epoch)
         if summary_path is not None:
             write_json_atomic(summary_path, summary)
+        run_log.hparams(cfg, {}, status)
         run_log.close()
         raise
     else:
@@ -329,7 +333,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         summary["compression"]["bytes_sent_by_rank0"] = exchange.bytes_sent
     if summary_path is not None:
         write_json_atomic(summary_path, summary)
-    run_log.hparams(flatten(OmegaConf.to_container(cfg, resolve=True)), summary["metrics"])
+    run_log.hparams(cfg, summary["metrics"], summary["status"])
     run_log.close()
     log.info("%s: %s = %s", summary["status"], cfg.objective, summary["objective"])
     return summary["objective"]

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.distributed as torch_dist
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
@@ -113,6 +114,17 @@ def reference_config(cfg: DictConfig) -> DictConfig:
     return ref
 
 
+def record_reference(ref: DictConfig, ref_dir: Path) -> None:
+    """The reference's .hydra/: its config, and the job's config-group choices with
+    pruning=none, so that figures and tables read it like any run train.py made."""
+    (ref_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(ref, ref_dir / ".hydra" / "config.yaml")
+    if HydraConfig.initialized():
+        choices = {**OmegaConf.to_container(HydraConfig.get().runtime.choices), "pruning": "none"}
+        OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": choices}}}),
+                       ref_dir / ".hydra" / "hydra.yaml")
+
+
 def ensure_reference(cfg: DictConfig, run_dir: Path, dist: distributed.Dist) -> Path:
     """The directory of the trained reference: `pruning.from_run`, or one trained here."""
     if cfg.pruning.from_run is not None:
@@ -135,8 +147,7 @@ def ensure_reference(cfg: DictConfig, run_dir: Path, dist: distributed.Dist) -> 
         # Parallel jobs of one training config wait for the one that trains the reference.
         with RunLock(ref_dir, wait_s=REFERENCE_WAIT_S) if not dist.enabled else nullcontext():
             if dist.is_main:
-                (ref_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-                OmegaConf.save(ref, ref_dir / ".hydra" / "config.yaml")
+                record_reference(ref, ref_dir)
             log.info("reference: %s", ref_dir)
             run(ref, ref_dir)
         barrier(dist)  # rank 0 writes the reference's summary after the others return

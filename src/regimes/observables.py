@@ -3,6 +3,7 @@ centred output and, optionally, the neural tangent kernel and the gradient noise
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -35,9 +36,15 @@ def split_stats(pred: Tensor, y: Tensor, alpha: float,
     loss = phi(z).mean() / alpha
     apred = alpha * pred
     stats = torch.stack([loss, loss * alpha, (z <= 0).double().mean(), z.min(),
-                         (z < 1).double().sum(), apred.mean(), apred.var(unbiased=False)])
+                         (z < 1).double().sum(), apred.mean(), apred.var(unbiased=False),
+                         torch.isfinite(apred).all().double()])
     keys = ("loss", "aloss", "err", "margin", "nd", "pred_mean", "pred_var")
-    out = dict(zip(keys, stats.double().tolist(), strict=True))
+    *values, finite = stats.double().tolist()
+    if not finite:
+        # A diverged output: comparisons with NaN are False, so err and nd would read 0 (a
+        # perfect fit). Every statistic of such an output is NaN (null in history.jsonl).
+        return dict.fromkeys(keys, math.nan)
+    out = dict(zip(keys, values, strict=True))
     out["nd"] = int(out["nd"])
     return out
 

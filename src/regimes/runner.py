@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from src.checkpoint import FORMAT, load_checkpoint, save_atomic
@@ -36,7 +36,6 @@ from src.runner import (
     build,
     config_digest,
     finished_objective,
-    flatten,
     resolve_device,
     versions,
     worst_objective,
@@ -254,7 +253,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                "config_digest": digest, "device": str(device), "train_wall_s": progress.wall_s,
                "total_s": time.perf_counter() - t_start, "versions": versions()}
     write_json_atomic(run_dir / SUMMARY, summary)
-    run_log.hparams(flatten(OmegaConf.to_container(cfg, resolve=True)), metrics)
+    run_log.hparams(cfg, metrics, summary["status"])
     run_log.close()
     log.info("%s (%s) after %d steps: %s = %s", summary["status"], stop, progress.step,
              cfg.objective, objective)

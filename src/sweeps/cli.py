@@ -13,12 +13,34 @@ from omegaconf import OmegaConf
 
 from src.errors import UserError
 
+# Keys whose values are paths or globs. A run directory's name holds '=' and ',', which Hydra's
+# grammar reads as syntax: such a value is quoted for Hydra before it parses the command line,
+# so `runs=outputs/runs/optimizer=sgd*` works as typed.
+PATH_KEYS = ("runs", "checkpoint", "out_dir", "data_dir", "pruning.from_run", "hydra.run.dir",
+             "hydra.sweep.dir", "hydra.sweeper.storage")
+
+
+def quote_paths(args: Sequence[str]) -> list[str]:
+    """The command line with every path value that holds '=' quoted for Hydra."""
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if (sep and key.lstrip("+") in PATH_KEYS and "=" in value
+                and value[:1] not in ("'", '"')):
+            value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+            arg = f"{key}={value}"
+        out.append(arg)
+    return out
+
 
 def run_name(override_dirname: str) -> str:
-    """A run directory name from Hydra's sorted 'key=value,...' overrides ('default' if none)."""
+    """A run directory name from Hydra's sorted 'key=value,...' overrides ('default' if none).
+
+    Quotes (of a path value holding '=') are left out: the name stays one a shell accepts.
+    """
     if not override_dirname:
         return "default"
-    name = override_dirname.replace("/", "_")
+    name = override_dirname.replace("/", "_").replace("'", "").replace('"', "")
     if len(name) > 150:  # file names stop at 255 bytes; keep it readable and unique
         name = name[:120] + "-" + hashlib.sha1(name.encode()).hexdigest()[:12]
     return name

@@ -52,13 +52,12 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from src.errors import ConfigError
+from src.run_log import RESULT_NEUTRAL
 from src.sweeps.cli import report_user_errors
 from src.sweeps.report import new_report
 
 log = logging.getLogger(__name__)
 
-# Command-line keys that do not change what a search finds (kept out of the study's identity).
-VOLATILE = ("device", "data_dir", "dataset.download", "trainer.progress", "trainer.tensorboard")
 DIRECTIONS = ("maximize", "minimize")
 LATE_GROUPS = ("debug",)  # groups composed after experiment presets: stay on the command line
 
@@ -126,7 +125,7 @@ def study_identity(config: DictConfig, space: dict[str, Any], fixed: dict[str, s
                    objective: str, direction: str) -> str:
     """'<dataset>-<model>-<objective>-<digest>': the digest covers everything that defines the
     search, so two searches share a study only if they search the same thing."""
-    defining = {"fixed": sorted(f"{k}={v}" for k, v in fixed.items() if k not in VOLATILE),
+    defining = {"fixed": sorted(f"{k}={v}" for k, v in fixed.items() if k not in RESULT_NEUTRAL),
                 "space": sorted(f"{k}={describe(d)}" for k, d in space.items()),
                 "objective": objective, "direction": direction}
     digest = hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:8]

@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from src.analysis.grouping import safe
+from src.analysis.runs import Run, history_frame, read_yaml
 from src.errors import ConfigError
-from src.results import Run, history_frame
 
 PREFIX = "record_"
+PRESETS = Path(__file__).resolve().parents[2] / "conf" / "experiment"
 # history.jsonl key -> record column (the seed's name)
 COLUMNS = {"lr": "learning_rate", "train_loss": "train_loss", "train_acc": "train_score",
            "val_loss": "val_loss", "val_acc": "val_score", "grad_norm": "grad_norm",
@@ -31,6 +33,41 @@ def record_id(run: Run) -> str | None:
     """'<ID>' for a run of experiment=record_<ID>, else None."""
     choice = run.config.get("choice.experiment")
     return choice.removeprefix(PREFIX) if choice and choice.startswith(PREFIX) else None
+
+
+def preset_setup(rec: str) -> dict[str, object]:
+    """What defines record `rec`'s setup in its preset: dataset, model and epochs."""
+    preset = read_yaml(PRESETS / f"{PREFIX}{rec}.yaml") or {}
+    setup: dict[str, object] = {"epochs": preset.get("epochs"), "choice.debug": None}
+    for entry in preset.get("defaults", []):
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                group = key.removeprefix("override /")
+                if group in ("dataset", "model"):
+                    setup[f"choice.{group}"] = value
+    return setup
+
+
+def setup_differences(run: Run) -> list[str]:
+    """How a record run's setup differs from its preset's (dataset, model, epochs, debug)."""
+    rec = record_id(run)
+    if rec is None:
+        return []
+    return [f"{key.removeprefix('choice.')}={run.config.get(key)}"
+            for key, want in preset_setup(rec).items()
+            if (want is not None and run.config.get(key) != want)
+            or (want is None and run.config.get(key) is not None)]
+
+
+def table_id(run: Run) -> str | None:
+    """The record table a run belongs to: '<ID>' for the preset's own setup, '<ID>@<how it
+    differs>' for another one (a smoke run on fake data), so the two are never averaged
+    together and only the first is set next to the published scores."""
+    rec = record_id(run)
+    if rec is None:
+        return None
+    differences = setup_differences(run)
+    return rec if not differences else f"{rec}@{','.join(differences)}"
 
 
 def column(metric: str) -> str:
@@ -56,7 +93,7 @@ def records(runs: list[Run]) -> dict[str, pd.DataFrame]:
     diverged in: later epochs average the remaining seeds (`runs` says how many), and NaN or a
     missing value is never averaged in.
     """
-    runs = [r for r in runs if record_id(r) is not None]
+    runs = [r for r in runs if table_id(r) is not None]
     if not runs:
         raise ConfigError("none of these runs is a record run: train them with "
                           "experiment=record_<ID>, e.g. python train.py -m "
@@ -64,7 +101,7 @@ def records(runs: list[Run]) -> dict[str, pd.DataFrame]:
     hyper = sorted({k for r in runs for k in r.config
                     if k.startswith("optimizer.") and k not in HIDDEN})
     # One row per run (a run that diverged in its first epoch has no history but still counts).
-    settings = pd.DataFrame([{"path": str(r.path), "record": record_id(r), "status": r.status,
+    settings = pd.DataFrame([{"path": str(r.path), "record": table_id(r), "status": r.status,
                               "name": str(r.config.get("choice.optimizer")),
                               **{k: r.config.get(k) for k in hyper}} for r in runs])
     keys = ["name", *hyper]
@@ -95,10 +132,10 @@ def records(runs: list[Run]) -> dict[str, pd.DataFrame]:
 
 
 def final_epochs(runs: list[Run]) -> dict[str, int]:
-    """The configured number of epochs of each record ID (its runs' `epochs`)."""
+    """The configured number of epochs of each record table (its runs' `epochs`)."""
     out: dict[str, int] = {}
     for r in runs:
-        rec = record_id(r)
+        rec = table_id(r)
         if rec is not None:
             out[rec] = max(out.get(rec, 0), int(r.config.get("epochs", 0)))
     return out
@@ -126,7 +163,8 @@ def reference() -> pd.DataFrame:
 
 def best_table(tables: dict[str, pd.DataFrame], finals: dict[str, int]) -> pd.DataFrame:
     """Best final val_score per record and method (mean, std over seeds, its lr), next to the
-    published score and lr; methods only run here or only published get NaN on the other side."""
+    published score and lr; methods only run here or only published get NaN on the other side,
+    and so does a table of another setup than the preset's ('<ID>@...')."""
     rows = []
     for rec, table in tables.items():
         for _, r in best_settings(table, finals[rec]).iterrows():
@@ -163,7 +201,7 @@ def write(runs: list[Run], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for rec, table in tables.items():
-        path = out_dir / f"{rec}.csv"
+        path = out_dir / f"{safe(rec)}.csv"
         table.to_csv(path, index=False)
         paths.append(path)
     best = best_table(tables, finals)
