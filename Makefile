@@ -23,12 +23,12 @@ train: setup
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n $(JOBS)
+	$(PY) -m pytest -q -n $(JOBS) --dist loadscope
 
 # Everything but the end-to-end tests marked slow (kills, parallel processes, clusters, servers).
 test-fast: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n $(JOBS) -m "not slow"
+	$(PY) -m pytest -q -n $(JOBS) --dist loadscope -m "not slow"
 
 lint: setup
 	$(PY) -m ruff check .

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import optuna
+import pandas as pd
 import pytest
 
 from tests.conftest import run_script, summary, train
@@ -102,10 +104,21 @@ def test_curves_group_by_the_swept_keys_with_a_band_over_seeds(sweeps, tmp_path)
 def test_ema_figure_and_table(sweeps, tmp_path):
     plot([f"runs={sweeps / 'ema'}", "figure=ema", f"out_dir={tmp_path}"])
     png_and_pdf(tmp_path / "ema_val_acc.png")
-    table = (tmp_path / "ema_test_acc.csv").read_text().splitlines()
-    assert table[0] == "scheduler,no EMA,0.9,0.99"
-    assert [row.split(",")[0] for row in table[1:]] == ["constant", "cosine"]
-    assert "| scheduler | no EMA | 0.9 | 0.99 |" in (tmp_path / "ema_test_acc.md").read_text()
+    table = pd.read_csv(tmp_path / "ema_test_acc.csv")
+    assert list(table.columns) == ["schedule", "model", "test_acc_mean", "test_acc_std",
+                                   "seeds", "runs"]
+    assert list(table["schedule"].unique()) == ["constant", "cosine"]
+    assert list(table["model"].unique()) == ["no EMA", "EMA 0.9", "EMA 0.99"]
+    assert (table["seeds"] == 2).all() and table["test_acc_std"].notna().all()
+    from src.analysis.runs import find_runs
+
+    cosine = [r.summary["metrics"]["ema_0.9/test_acc"] for r in find_runs(sweeps / "ema")
+              if r.config["choice.scheduler"] == "cosine"]
+    row = table[(table["schedule"] == "cosine") & (table["model"] == "EMA 0.9")].iloc[0]
+    assert row["test_acc_mean"] == pytest.approx(np.mean(cosine))
+    assert row["test_acc_std"] == pytest.approx(np.std(cosine, ddof=1))
+    md = (tmp_path / "ema_test_acc.md").read_text()
+    assert "| schedule | no EMA | EMA 0.9 | EMA 0.99 |" in md and " ± " in md
 
 
 def test_lr_stability_marks_diverged_runs(sweeps, tmp_path):
@@ -125,12 +138,13 @@ def test_plots_with_an_unknown_metric_or_figure_is_one_line(sweeps, tmp_path):
 
 
 def test_results_aggregate_over_seeds_and_skip_diverged_runs(sweeps):
-    from src.results import aggregate, find_runs, runs_frame, varying_keys
+    from src.analysis.grouping import distinguishing_keys
+    from src.analysis.runs import aggregate, find_runs, runs_frame
 
     runs = find_runs(sweeps / "lr")
     frame = runs_frame(runs)
     assert len(frame) == 8
-    assert varying_keys(frame, runs) == ["choice.optimizer", "optimizer.lr"]
+    assert distinguishing_keys(runs) == ["choice.optimizer", "optimizer.lr"]
     stats = aggregate(frame, ["choice.optimizer", "optimizer.lr"], ["test_acc"])
     diverged = stats[stats["optimizer.lr"] == "1000000.0"]
     assert (diverged["test_acc_count"] == 0).all()  # diverged runs have no metrics

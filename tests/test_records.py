@@ -12,10 +12,12 @@ import pytest
 import torch
 import yaml
 
-from src import figures, records
+from src.analysis import records
+from src.analysis.figures import Options, draw
+from src.analysis.grouping import distinguishing_keys
+from src.analysis.runs import find_runs
 from src.errors import ConfigError
 from src.models.vgg import vgg16_bn
-from src.results import find_runs, history_frame, varying_keys
 from src.runner import run
 from tests.conftest import CONF, compose_train, run_script
 
@@ -34,7 +36,8 @@ def write_run(root: Path, name: str, lr: float, seed: int, val: list[float | Non
                             "weight_decay": 0.0}}
     (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     (path / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": {
-        "optimizer": name, "experiment": f"record_{record}", "lr_grid": name}}}}))
+        "optimizer": name, "experiment": f"record_{record}", "lr_grid": name, "dataset": "mnist",
+        "model": "mlp"}}}}))
     (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
         [f"experiment=record_{record}", f"lr_grid={name}", f"optimizer.lr={lr}", f"seed={seed}"]))
     history = [{"epoch": e + 1, "step": 10 * (e + 1), "lr": lr, "train_loss": 1.0 / (e + 1),
@@ -48,8 +51,12 @@ def write_run(root: Path, name: str, lr: float, seed: int, val: list[float | Non
 
 
 @pytest.fixture
-def sweep(tmp_path: Path) -> Path:
-    """momo at two lrs, sgd_m at two lrs (one with a diverged seed, one diverged everywhere)."""
+def sweep(tmp_path: Path, monkeypatch) -> Path:
+    """momo at two lrs, sgd_m at two lrs (one with a diverged seed, one diverged everywhere).
+
+    The record's preset is taken to run 3 epochs, as these runs do, so they are its setup."""
+    monkeypatch.setattr(records, "preset_setup", lambda rec: {
+        "epochs": 3, "choice.debug": None, "choice.dataset": "mnist", "choice.model": "mlp"})
     root = tmp_path / "runs"
     for seed, vals in enumerate([[0.5, 0.6, 0.7], [0.4, 0.7, 0.8], [0.6, 0.5, 0.9]]):
         write_run(root, "momo", 1.0, seed, vals)
@@ -116,8 +123,28 @@ def test_best_settings_ranks_the_top_learning_rates_per_method(sweep):
 
 
 def test_record_sweeps_group_by_lr_grid_and_lr_in_the_generic_figures(sweep):
+    assert distinguishing_keys(find_runs(sweep)) == ["choice.lr_grid", "optimizer.lr"]
+
+
+def test_a_run_of_another_setup_is_tabled_apart_and_not_compared_with_the_published(sweep):
+    """A fake-data smoke run of the record preset must not join the real setting's mean."""
+    smoke = write_run(sweep, "momo", 1.0, 7, [0.1, 0.1, 0.1])
+    config = yaml.safe_load((smoke / ".hydra" / "config.yaml").read_text())
+    hydra_cfg = yaml.safe_load((smoke / ".hydra" / "hydra.yaml").read_text())
+    hydra_cfg["hydra"]["runtime"]["choices"].update(dataset="fake", debug="fast")
+    (smoke / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra_cfg))
+    (smoke / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     runs = find_runs(sweep)
-    assert varying_keys(history_frame(runs), runs) == ["choice.lr_grid", "optimizer.lr"]
+    tables = records.records(runs)
+    assert set(tables) == {"mnist_mlp", "mnist_mlp@debug=fast,dataset=fake"}
+    real = tables["mnist_mlp"]
+    momo = real[real["id"] == "name=momo:lr=1.0:weight_decay=0.0"]
+    assert (momo["seeds"] == 3).all()  # the smoke run is not a fourth seed
+    best = records.best_table(tables, records.final_epochs(runs))
+    smoke_row = best[best["record"] == "mnist_mlp@debug=fast,dataset=fake"].iloc[0]
+    assert np.isnan(smoke_row["published_val_score"])
+    assert best[best["record"] == "mnist_mlp"].set_index("method").loc[
+        "momo", "published_val_score"] == 0.9797
 
 
 def test_reference_holds_the_spec_table():
@@ -129,11 +156,11 @@ def test_reference_holds_the_spec_table():
 
 def test_records_figure_kind_writes_csvs_table_and_figures(sweep, tmp_path):
     out = tmp_path / "plots"
-    paths = figures.records(find_runs(sweep), "val_acc", 2, out)
+    paths = draw("records", find_runs(sweep), Options(metric="val_acc", top=2), out).paths
     names = {p.relative_to(out).as_posix() for p in paths}
     assert {"mnist_mlp.csv", "best_val_score.csv", "best_val_score.md",
-            "mnist_mlp/lr_stability_val_acc.png", "mnist_mlp/lr_stability_val_acc.pdf",
-            "best_curves_mnist_mlp_val_score.png", "best_curves_mnist_mlp_val_score.pdf"} == names
+            *(f"mnist_mlp/lr_stability_val_acc.{e}" for e in ("png", "pdf", "json")),
+            *(f"best_curves_mnist_mlp_val_score.{e}" for e in ("png", "pdf", "json"))} == names
     assert all(p.stat().st_size > 0 for p in paths)
     written = pd.read_csv(out / "mnist_mlp.csv")
     assert list(written.columns[:3]) == ["id", "epoch", "learning_rate"]
@@ -224,9 +251,15 @@ def test_record_preset_end_to_end_with_debug_fast(tmp_path):
         assert r.config["dataset.val_split"] == "test" and r.config["init_seed"] == 0
     proc = run_script("plots.py", ["figure=records", f"runs={sweep_dir}", f"out_dir={out}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    table = pd.read_csv(out / "mnist_mlp.csv")
+    # A smoke run on fake data is its own table, said so, and not set next to the paper's.
+    smoke = "mnist_mlp@epochs=1,debug=fast,dataset=fake"
+    assert f"tabled as {smoke}" in proc.stdout
+    stem = "mnist_mlp_epochs=1_debug=fast_dataset=fake"
+    table = pd.read_csv(out / f"{stem}.csv")
     assert len(table) == 2 and (table["seeds"] == 2).all() and (table["runs"] == 2).all()
     assert table["step_size"].notna().all()
-    assert (out / "best_curves_mnist_mlp_val_score.pdf").exists()
-    assert (out / "mnist_mlp" / "lr_stability_val_acc.png").exists()
-    assert "| mnist_mlp | momo |" in (out / "best_val_score.md").read_text()
+    assert (out / f"best_curves_{stem}_val_score.pdf").exists()
+    assert (out / stem / "lr_stability_val_acc.png").exists()
+    best = (out / "best_val_score.md").read_text()
+    row = next(line for line in best.splitlines() if line.startswith(f"| {smoke} | momo |"))
+    assert row.split(" | ")[4] == "n/a"  # no published score next to another setup

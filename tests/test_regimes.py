@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from src.analysis.runs import find_runs
 from src.models.mean_field import ACTIVATIONS, mean_field_mlp, perceptron
 from src.regimes.data import cifar_animal, depleted_sign, mnist_parity, teacher_student
 from src.regimes.losses import margin_loss, mean_loss
 from src.regimes.observables import jacobian, ntk_stats, weight_norms
 from src.regimes.runner import loss_ladder, step_size
-from src.results import find_runs
 from src.run_log import read_jsonl
 from tests.conftest import ROOT, compose_train, run_script, summary, train
 from tests.test_data import _write_cifar10, _write_mnist_tree
@@ -259,8 +259,8 @@ def test_sweep_skips_finished_runs_and_draws_the_phase_diagram(tmp_path):
     proc = run_script("plots.py", [f"runs={tmp_path / 'sweep'}", "figure=phase_diagram",
                                    f"out_dir={out}"])
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert {p.name for p in out.iterdir()} == {"phase_diagram.png", "phase_diagram.pdf",
-                                               "phase_norm.png", "phase_norm.pdf"}
+    kinds, files = ("phase_diagram", "phase_norm"), ("png", "pdf", "json")
+    assert {p.name for p in out.iterdir()} == {f"{k}.{e}" for k in kinds for e in files}
 
 
 @pytest.mark.parametrize("preset", ["regimes_perceptron_chi0", "regimes_perceptron_chi1",

@@ -1,0 +1,70 @@
+"""A folder of mixed runs, made by train.py itself, as a researcher's outputs/runs looks after a
+while: two optimizers x two learning rates x two seeds, a diverged run, a failed run, a
+compressed run with two workers, a small regimes sweep, a pruning experiment and an optimizer
+record smoke run on fake data.
+
+The figure tests draw every figure kind from it; `python -m tests.mixed_runs docs/figures`
+builds it in a temporary folder and draws the committed README figures from it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = ["trainer.progress=false", "trainer.tensorboard=false"]
+SWEEPS = {
+    "optimizers": ["debug=fast", "epochs=6", "dataset.train_limit=null", "optimizer=sgd,momentum",
+                   "optimizer.lr=0.03,0.3", "seed=0,1"],
+    "diverged_and_failed": ["debug=fast", "epochs=6", "optimizer=sgd",
+                            "optimizer.lr=1e6,-1"],
+    "compressed": ["debug=fast", "epochs=3", "optimizer=compressed_sgd_vote", "num_bits=2",
+                   "workers=2", "trainer.log_every=1"],
+    "regimes": ["task=regimes", "debug=fast", "epochs=200", "task.max_wall=20",
+                "batch_size=4,16,64", "task.dt=0.1,1,10"],
+    "pruning": ["pruning=magnitude", "debug=fast", "epochs=3", "pruning.retrain_epochs=1",
+                "pruning.keep_ratios.count=3"],
+    "record": ["experiment=record_mnist_mlp", "lr_grid=momo", "optimizer.lr=0.3,1", "seed=0,1",
+               "debug=fast", "epochs=3", "dataset=fake"],
+}
+
+
+def build(folder: Path) -> Path:
+    """Train every sweep into `folder` (one run directory each); returns the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, args in SWEEPS.items():
+        proc = subprocess.run([sys.executable, "train.py", "-m", *args, *QUIET,
+                               f"hydra.sweep.dir={folder}"], cwd=ROOT, text=True,
+                              capture_output=True, timeout=900)
+        expected = 1 if name == "diverged_and_failed" else 0  # lr=-1 fails, on purpose
+        if proc.returncode != expected:
+            raise RuntimeError(f"sweep {name} exited {proc.returncode}:\n{proc.stdout[-3000:]}"
+                               f"\n{proc.stderr[-3000:]}")
+    return folder
+
+
+def draw_all(folder: Path, out_dir: Path) -> None:
+    """Every figure kind from `folder` into `out_dir`, as plots.py draws them."""
+    kinds = [["figure=curves"], ["figure=curves", "metric=ema_0.99/val_acc"],
+             ["figure=lr_stability"], ["figure=ema"], ["figure=bin_usage"],
+             ["figure=phase_diagram"], ["figure=pruning"], ["figure=records"],
+             ["figure=best_curves", "top=2"]]
+    for args in kinds:
+        subprocess.run([sys.executable, "plots.py", f"runs={folder}", *args,
+                        f"out_dir={out_dir}"], cwd=ROOT, check=True)
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/figures").resolve()
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = build(Path(tmp) / "runs")
+        drawn = Path(tmp) / "drawn"
+        draw_all(runs, drawn)
+        target.mkdir(parents=True, exist_ok=True)
+        for png in sorted(drawn.rglob("*.png")):  # a record's own figures sit in a subfolder
+            shutil.copy(png, target / "_".join(png.relative_to(drawn).parts))
+        print(f"copied {len(list(drawn.rglob('*.png')))} figures to {target}")

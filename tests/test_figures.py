@@ -1,0 +1,354 @@
+"""Figures and tables from messy folders: honest grouping, the label table, runs that did not
+finish drawn as such, every figure kind from a folder of mixed runs, and the README's plots.py
+commands run as bash runs them."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from src.analysis import labels
+from src.analysis.figures import Options, draw
+from src.analysis.grouping import check_pooled, distinguishing_keys
+from src.analysis.runs import find_runs, runs_frame
+from src.errors import ConfigError
+from src.sweeps.cli import quote_paths, run_name
+from tests import mixed_runs
+from tests.conftest import ROOT, run_script
+
+
+def fake_run(root: Path, name: str, config: dict, choices: dict, overrides: list[str],
+             status: str = "completed", metrics: dict | None = None,
+             history: list[dict] | None = None) -> Path:
+    """A run directory as train.py leaves it, written by hand."""
+    path = root / name
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (path / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
+        {"hydra": {"runtime": {"choices": choices}}}))
+    (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    history = history if history is not None else [
+        {"epoch": e, "step": 10 * e, "val_acc": 0.5 + 0.1 * e, "val_loss": 1.0 / e}
+        for e in (1, 2, 3)]
+    (path / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    (path / "summary.json").write_text(json.dumps(
+        {"status": status, "metrics": metrics if metrics is not None else
+         {"val_acc": history[-1]["val_acc"] if history else None}}))
+    return path
+
+
+def sgd(root: Path, lr: float, seed: int, **kw) -> Path:
+    config = {"seed": seed, "epochs": 3, "trainer": {"progress": seed % 2 == 0},
+              "data_dir": f"/data/{seed}", "optimizer": {"_target_": "torch.optim.SGD", "lr": lr}}
+    config.update(kw.pop("config", {}))
+    return fake_run(root, f"optimizer.lr={lr},seed={seed}", config,
+                    {"optimizer": "sgd", "dataset": kw.pop("dataset", "digits")},
+                    [f"optimizer.lr={lr}", f"seed={seed}"], **kw)
+
+
+# -- grouping ---------------------------------------------------------------------------------
+
+
+def test_runs_that_differ_only_in_seed_and_neutral_settings_are_one_setting(tmp_path):
+    for seed in (0, 1):  # trainer.progress and data_dir differ too: they change no result
+        sgd(tmp_path, 0.1, seed)
+    runs = find_runs(tmp_path)
+    assert distinguishing_keys(runs) == []
+    (series,) = json.loads(draw("curves", runs, Options(), tmp_path / "out").paths[2]
+                           .read_text())["series"]
+    assert series["label"] == "all runs" and series["n"] == [2, 2, 2]
+
+
+def test_a_setting_nobody_grouped_by_is_never_pooled_as_a_seed(tmp_path):
+    sgd(tmp_path, 0.1, 0)
+    sgd(tmp_path, 0.1, 1, dataset="fake", config={"epochs": 1})
+    runs = find_runs(tmp_path)
+    assert distinguishing_keys(runs) == ["choice.dataset"]  # epochs follows the dataset here
+    with pytest.raises(ConfigError, match=r"also differ in choice\.dataset"):
+        check_pooled(runs, [])
+    proc = run_script("plots.py", [f"runs={tmp_path}", "figure=curves", "group_by=[optimizer.lr]",
+                                   f"out_dir={tmp_path / 'out'}"])
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "also differ in choice.dataset" in proc.stderr
+    assert not (tmp_path / "out").exists()  # a refusal writes nothing
+
+
+def test_runs_of_another_kind_are_drawn_apart_not_dropped(tmp_path):
+    """A regimes run has none of the optimizer keys: the curves of the others are still drawn
+    and it is left out with its reason, never silently."""
+    sgd(tmp_path, 0.1, 0)
+    sgd(tmp_path, 1.0, 0)
+    fake_run(tmp_path, "task=regimes", {"seed": 0, "task": {"alpha": 1.0}},
+             {"task": "regimes"}, ["task=regimes"],
+             history=[{"step": 1, "train_err": 0.1}], metrics={"test_err": 0.1})
+    result = draw("curves", find_runs(tmp_path), Options(), tmp_path / "out")
+    data = json.loads(result.paths[2].read_text())
+    assert [s["label"] for s in data["series"]] == ["lr=0.1", "lr=1"]
+    assert data["left_out"] == [{"run": str(tmp_path / "task=regimes"),
+                                 "reason": "no val_acc in its history.jsonl"}]
+    assert any("no val_acc" in note for note in result.notes)
+
+
+def test_a_figure_with_nothing_to_draw_is_an_error_not_an_empty_file(tmp_path):
+    sgd(tmp_path, 0.1, 0)
+    for args, says in ((["figure=curves", "metric=ema_0.99/val_acc"], "in no run's history"),
+                       (["figure=bin_usage"], "logged level usage"),
+                       (["figure=phase_diagram"], "regimes run"),
+                       (["figure=pruning"], "no pruning run"),
+                       (["figure=records"], "record run"),
+                       (["figure=ema"], "track no EMA")):
+        proc = run_script("plots.py", [f"runs={tmp_path}", *args, f"out_dir={tmp_path / 'o'}"])
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert says in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_half_written_last_history_line_is_left_out(tmp_path, caplog):
+    path = sgd(tmp_path, 0.1, 0)
+    with open(path / "history.jsonl", "a") as f:
+        f.write('{"epoch": 4, "val_a')  # killed while writing
+    (run,) = find_runs(tmp_path)
+    assert [r["epoch"] for r in run.history] == [1, 2, 3]
+    assert "incomplete" in caplog.text
+    (path / "history.jsonl").write_text('{"epoch": 1}\nnot json\n{"epoch": 3}\n')
+    with pytest.raises(ConfigError, match="line 2 is not JSON"):
+        find_runs(tmp_path)
+
+
+# -- labels and marks -------------------------------------------------------------------------
+
+
+def test_the_label_table_speaks_human():
+    assert labels.metric_label("ema_0.99/val_acc") == "EMA 0.99, validation accuracy (%)"
+    assert labels.metric_label("val_acc") == labels.metric_label("val_score")
+    assert labels.metric_label("test_loss") == "Test loss (nats)"
+    assert labels.metric_label("best/test_acc") == "Test accuracy at the best epoch (%)"
+    assert labels.metric_label("train_err") == "Training error (%)"
+    assert labels.setting_label("optimizer.lr", 0.1) == "lr=0.1"
+    assert labels.setting_label("choice.optimizer", "momentum") == "optimizer=momentum"
+    low, high = labels.clip("val_acc", np.array([-5.0, 50.0]), np.array([60.0, 104.0]))
+    assert low.tolist() == [0.0, 50.0] and high.tolist() == [60.0, 100.0]
+    assert labels.higher_is_better("val_acc") and not labels.higher_is_better("val_loss")
+
+
+@pytest.mark.parametrize(("metric", "edge"), [("val_acc", "bottom"), ("val_loss", "top")])
+def test_diverged_runs_are_marks_at_the_worst_edge_never_values(tmp_path, metric, edge):
+    for lr in (0.01, 0.1):
+        sgd(tmp_path, lr, 0, metrics={"val_acc": 0.9, "val_loss": 0.3})
+    sgd(tmp_path, 100.0, 0, status="diverged", metrics={}, history=[])
+    result = draw("lr_stability", find_runs(tmp_path), Options(metric=metric), tmp_path)
+    data = json.loads(result.paths[2].read_text())
+    (series,) = data["series"]
+    assert series["x"] == [0.01, 0.1]  # lr 100 is not a point of the curve
+    assert [(m["status"], m["x"]) for m in data["marks"]] == [("diverged", 100.0)]
+    assert any(f"at the {edge} edge" in note for note in result.notes)
+
+
+def test_bands_stay_inside_the_metrics_range(tmp_path):
+    for seed, acc in enumerate((0.99, 0.60)):
+        sgd(tmp_path, 0.1, seed, history=[{"epoch": 1, "step": 1, "val_acc": acc}])
+    (series,) = json.loads(draw("curves", find_runs(tmp_path), Options(), tmp_path).paths[2]
+                           .read_text())["series"]
+    assert series["mean"][0] + series["std"][0] > 100  # the raw band would leave [0, 100] %
+    assert series["high"] == [100.0] and series["low"][0] == pytest.approx(
+        series["mean"][0] - series["std"][0])
+
+
+def test_regimes_statistics_of_a_diverged_output_are_nan_not_zero():
+    import torch
+
+    from src.regimes.observables import split_stats
+
+    phi = torch.nn.functional.relu
+    stats = split_stats(torch.tensor([0.5, float("nan")]), torch.tensor([1.0, -1.0]), 1.0,
+                        lambda z: phi(1 - z))
+    assert all(np.isnan(stats[k]) for k in ("err", "margin", "nd", "loss"))
+    fine = split_stats(torch.tensor([0.5, -2.0]), torch.tensor([1.0, -1.0]), 1.0,
+                       lambda z: phi(1 - z))
+    assert fine["err"] == 0.0 and fine["nd"] == 1
+
+
+def test_null_metrics_are_left_out_of_means(tmp_path):
+    sgd(tmp_path, 0.1, 0, metrics={"test_err": 0.2})
+    sgd(tmp_path, 0.1, 1, metrics={"test_err": None})  # a diverged regimes run writes null
+    frame = runs_frame(find_runs(tmp_path))
+    assert frame["test_err"].mean() == pytest.approx(0.2)
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def test_path_values_with_equals_signs_work_as_typed():
+    assert quote_paths(["runs=outputs/runs/*optimizer.lr=*", "figure=ema"]) == [
+        "runs='outputs/runs/*optimizer.lr=*'", "figure=ema"]
+    assert quote_paths(["checkpoint=outputs/runs/a=1,b=2"]) == [
+        "checkpoint='outputs/runs/a=1,b=2'"]
+    assert quote_paths(["runs=outputs/runs/*", "pruning.from_run=a,b"]) == [
+        "runs=outputs/runs/*", "pruning.from_run=a,b"]  # no '=': globs and sweeps stay
+    assert run_name("pruning.from_run='outputs/runs/a=1'") == "pruning.from_run=outputs_runs_a=1"
+
+
+# -- every figure kind from a folder of mixed runs ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> Path:
+    return mixed_runs.build(tmp_path_factory.mktemp("mixed") / "runs")
+
+
+KINDS = [("curves", []), ("curves", ["metric=ema_0.99/val_acc"]), ("lr_stability", []),
+         ("ema", []), ("bin_usage", []), ("phase_diagram", []), ("pruning", []),
+         ("records", []), ("best_curves", ["top=2"])]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "args"), KINDS, ids=[f"{k}{'-' if a else ''}{'-'.join(a)}"
+                                                       for k, a in KINDS])
+def test_every_figure_kind_accounts_for_every_run_of_a_mixed_folder(mixed, tmp_path, kind,
+                                                                   args):
+    proc = run_script("plots.py", [f"runs={mixed}", f"figure={kind}", *args,
+                                   f"out_dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    sidecars = sorted(tmp_path.rglob("*.json"))
+    figures = [json.loads(p.read_text()) for p in sidecars if "series" in p.read_text()[:2000]]
+    assert figures, f"{kind} wrote no figure"
+    runs = {str(r.path) for r in find_runs(mixed)}
+    for data in figures:
+        assert data["width_in"] in (3.4, 7.0), data["width_in"]  # one or two paper columns
+        drawn = {p for s in data["series"] for p in s["runs"]} | {m["run"] for m in
+                                                                 data["marks"]}
+        left = {x["run"] for x in data["left_out"]}
+        assert drawn.isdisjoint(left)
+        assert drawn <= runs
+        # Every run is drawn or left out with its reason (the kinds that draw one figure per
+        # record, experiment or setting account for their own runs in each).
+        if kind not in ("records", "best_curves", "pruning", "phase_diagram"):
+            assert drawn | left == runs, sorted(runs - drawn - left)
+        for reason in {x["reason"] for x in data["left_out"]}:
+            assert reason.split(" (")[0][:30] in proc.stdout  # and the leaving out is said
+    if kind == "curves" and not args:
+        (data,) = figures
+        by_label = {s["label"]: s for s in data["series"]}
+        pooled = [s for s in by_label.values() if "epochs=6" in s["label"]]
+        assert len(pooled) == 4 and all(s["n"][0] == 2 for s in pooled)  # 2 seeds each
+        assert {x["reason"] for x in data["left_out"]} >= {
+            "diverged before its first epoch ended", "failed before its first epoch ended"}
+    if kind == "lr_stability":
+        (data,) = [f for f in figures if f["figure"] == "lr_stability"]
+        assert [m["status"] for m in data["marks"]] == ["diverged"]
+    if kind == "phase_diagram":
+        regimes = {r for r in runs if "task=regimes" in r}
+        for data in [f for f in figures if f["figure"] == "phase_diagram"][:1]:
+            drawn = {p for s in data["series"] for p in s["runs"]} | {m["run"] for m in
+                                                                     data["marks"]}
+            assert drawn == regimes
+    if kind == "bin_usage":
+        (data,) = figures
+        (series,) = data["series"]
+        assert np.allclose(np.sum(series["fractions"], axis=1), 1.0)
+    if kind == "records":
+        assert "not next to the published scores" in proc.stdout
+
+
+# -- the README's plots.py commands, as bash runs them ----------------------------------------
+
+
+# The settings the tests add to make a README sweep fast; the README's own commands lack them.
+FAST = re.compile(r"^(debug|dataset|dataset\..*|epochs|model|trainer\..*)=")
+
+
+def readme_plots_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return [line.split("#")[0].strip() for line in text.splitlines()
+            if line.startswith(".venv/bin/python plots.py")]
+
+
+@pytest.fixture(scope="module")
+def readme_outputs(mixed, tmp_path_factory) -> Path:
+    """outputs/runs as the README's sweeps leave it: the mixed folder plus the EMA and regimes
+    presets, each trained fast, under the names the README's own commands would give them."""
+    work = tmp_path_factory.mktemp("readme")
+    extra = work / "extra"
+    for args in (["experiment=ema_resnet20_cifar10", "seed=0", "model=mlp", "dataset=fake",
+                  "dataset.source.num_train=600", "dataset.source.num_test=200",
+                  "dataset.val_size=100"],
+                 ["experiment=regimes_perceptron_chi0", "batch_size=4,16", "task.dt=1",
+                  "dataset.ptr=256", "dataset.pte=128", "task.max_wall=10"]):
+        proc = run_script("train.py", ["-m", *args, "debug=fast", *mixed_runs.QUIET,
+                                       f"hydra.sweep.dir={extra}"], timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    runs = work / "outputs" / "runs"
+    runs.mkdir(parents=True)
+    for folder in (mixed, extra):
+        for run in folder.iterdir():
+            if not run.is_dir():
+                continue
+            name = run.name
+            if (run / ".hydra" / "overrides.yaml").exists():
+                typed = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+                name = run_name(",".join(sorted(o for o in typed if not FAST.match(o))))
+            shutil.copytree(run, runs / name, dirs_exist_ok=False)
+    return work
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", readme_plots_commands())
+def test_the_readmes_plots_commands_work_as_typed(readme_outputs, command):
+    line = command.replace(".venv/bin/python plots.py", f"{sys.executable} {ROOT}/plots.py")
+    proc = subprocess.run(["bash", "-c", line], cwd=readme_outputs, text=True,
+                          capture_output=True, timeout=300)
+    assert proc.returncode == 0, command + "\n" + proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "wrote " in proc.stdout
+
+
+def test_the_readme_shows_its_plots_commands():
+    assert len(readme_plots_commands()) >= 8
+
+
+# -- TensorBoard's HPARAMS tab ----------------------------------------------------------------
+
+
+def hparams_of_run(run_dir: Path) -> tuple[dict, int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    hp, status = {}, None
+    for tag, raw in events.PluginTagToContent("hparams").items():
+        data = plugin_data_pb2.HParamsPluginData.FromString(raw)
+        if tag.endswith("session_start_info"):
+            hp = {k: v.string_value or v.number_value
+                  for k, v in data.session_start_info.hparams.items()}
+        if tag.endswith("session_end_info"):
+            status = data.session_end_info.status
+    return hp, status
+
+
+def test_tensorboard_hparams_compare_runs_by_what_matters(tmp_path):
+    from tensorboard.plugins.hparams.api_pb2 import Status
+
+    proc = run_script("train.py", ["-m", "debug=fast", "optimizer=sgd,momentum",
+                                   "optimizer.lr=0.05,1e6", "trainer.progress=false",
+                                   f"hydra.sweep.dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = {}
+    for run_dir in sorted(d for d in tmp_path.iterdir() if d.is_dir()):
+        hp, status = hparams_of_run(run_dir)
+        seen[(hp["optimizer"], hp["optimizer.lr"])] = (hp, status)
+    assert set(seen) == {("sgd", 0.05), ("sgd", 1e6), ("momentum", 0.05), ("momentum", 1e6)}
+    hp, status = seen[("momentum", 0.05)]
+    assert status == Status.Value("STATUS_SUCCESS") and hp["status"] == "completed"
+    assert hp["averaging.decays"] == "[0.9, 0.99]"  # a list, as text
+    assert {"dataset", "model", "scheduler", "averaging", "batch_size", "seed"} <= set(hp)
+    assert not any(k.startswith(("pruning.", "trainer.")) for k in hp)  # nothing irrelevant
+    hp, status = seen[("sgd", 1e6)]
+    assert status == Status.Value("STATUS_FAILURE") and hp["status"] == "diverged"
