@@ -1,19 +1,24 @@
 """Evaluate a run's checkpoint on the test set: python eval.py checkpoint=<run dir>."""
 
 import json
-import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src.sweeps.cli import quote_paths, report_user_errors
+from src.sweeps.cli import report_user_errors, run_entry_point
+from src.sweeps.help import eval_help
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
+    from src.errors import ConfigError
     from src.evaluation import evaluate_run, locate, table
 
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        raise ConfigError("eval.py needs checkpoint=<run dir or its checkpoint.pt>, e.g. "
+                          "checkpoint=outputs/runs/default")
     splits = list(cfg.splits)
     metrics = evaluate_run(cfg.checkpoint, splits, cfg.device, cfg.data_dir, cfg.batch_size)
     print(table(metrics, splits))
@@ -26,5 +31,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = quote_paths(sys.argv[1:])
-    main()
+    run_entry_point(main, Path(__file__).resolve().parent / "conf", "eval", eval_help)

@@ -3,14 +3,14 @@
 `python plots.py --help` lists the figure kinds and the keys.
 """
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, ListConfig
 
 from src.errors import ConfigError
-from src.sweeps.cli import quote_paths, report_user_errors
+from src.sweeps.cli import report_user_errors, run_entry_point
+from src.sweeps.help import plots_help
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="plots")
@@ -36,5 +36,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = quote_paths(sys.argv[1:])
-    main()
+    run_entry_point(main, Path(__file__).resolve().parent / "conf", "plots", plots_help)

@@ -1,20 +1,16 @@
 """Train one model, or a sweep with --multirun. `python train.py --help` lists every option."""
 
-import sys
 from pathlib import Path
 
 import hydra
 
-from src.sweeps.cli import check_overrides, quote_paths, register_resolvers
+from src.sweeps.cli import register_resolvers, run_entry_point
+from src.sweeps.help import train_help
 from src.sweeps.job import train_task
-from src.sweeps.report import exit_status
 
 CONF = Path(__file__).resolve().parent / "conf"
 register_resolvers()
 main = hydra.main(version_base="1.3", config_path=str(CONF), config_name="train")(train_task)
 
 if __name__ == "__main__":
-    sys.argv[1:] = quote_paths(sys.argv[1:])
-    check_overrides(sys.argv[1:], CONF)
-    main()
-    sys.exit(exit_status())  # a sweep with a failed job exits 1 after all its jobs ran
+    run_entry_point(main, CONF, "train", train_help)  # a failed sweep job: exit 1 after all ran

@@ -1,20 +1,17 @@
-"""Hyperparameter search: python tune.py (see conf/tune.yaml for the search space and storage)."""
+"""Hyperparameter search: python tune.py (`python tune.py --help`: the search space, storage,
+study and budget; conf/tune.yaml and conf/hydra/sweeper/study.yaml hold the settings)."""
 
-import sys
 from pathlib import Path
 
 import hydra
 
-from src.sweeps.cli import check_overrides, quote_paths, register_resolvers
+from src.sweeps.cli import register_resolvers, run_entry_point
+from src.sweeps.help import tune_help
 from src.sweeps.job import train_task
-from src.sweeps.report import exit_status
 
 CONF = Path(__file__).resolve().parent / "conf"
 register_resolvers()
 main = hydra.main(version_base="1.3", config_path=str(CONF), config_name="tune")(train_task)
 
 if __name__ == "__main__":
-    sys.argv[1:] = quote_paths(sys.argv[1:])
-    check_overrides(sys.argv[1:], CONF)
-    main()
-    sys.exit(exit_status())  # a search with a failed trial exits 1 after all its trials ran
+    run_entry_point(main, CONF, "tune", tune_help)  # a failed trial: exit 1 after all ran

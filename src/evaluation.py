@@ -13,6 +13,7 @@ from src.errors import CheckpointError, ConfigError
 from src.evaluate import evaluate
 from src.runner import CHECKPOINT, resolve_device
 from src.trainer import RAW, load_state, metric_prefix
+from src.trusted_config import check_targets
 
 SPLIT_VIEWS = {"train": "train_eval", "val": "val", "test": "test"}
 
@@ -38,6 +39,7 @@ def evaluate_run(path: str | Path, splits: list[str], device: str = "auto",
         raise ConfigError(f"splits={bad} are not splits: use any of train, val, test")
     run_dir, ckpt_path = locate(path)
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    check_targets(cfg, run_dir / ".hydra" / "config.yaml")
     if data_dir is not None:
         cfg.data_dir = data_dir
     state = load_checkpoint(ckpt_path)

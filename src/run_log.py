@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 # config digest, of a study's identity and of the settings figures group runs by.
 RESULT_NEUTRAL = ("device", "data_dir", "dataset.download", "dataset.source.root",
                   "dataset.source.download", "trainer.progress", "trainer.tensorboard",
-                  "trainer.keep_epochs")
+                  "trainer.keep_epochs", "dataset.checksums", "dataset.source.checksums")
 HISTORY = "history.jsonl"
 STEPS = "steps.jsonl"
 SUMMARY = "summary.json"

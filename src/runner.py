@@ -27,7 +27,7 @@ from src.averaging.ema import EMA, ema_name
 from src.checkpoint import FORMAT, load_checkpoint, save_atomic
 from src.compression.exchange import GradientExchange, ddp_hook
 from src.data.bundle import DataBundle, build_data
-from src.errors import CheckpointError, ConfigError, one_line
+from src.errors import CheckpointError, ConfigError, UserError, one_line
 from src.evaluate import evaluate
 from src.fast_path import FastPath
 from src.run_log import (
@@ -53,6 +53,8 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
     try:
         built = instantiate(node, **kwargs)
     except InstantiationException as e:
+        if isinstance(e.__cause__, UserError):
+            raise e.__cause__ from None
         if isinstance(e.__cause__, ValueError):
             raise ConfigError(rejected(node, e.__cause__)) from None
         raise
@@ -323,6 +325,9 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         raise
     else:
         t_eval = time.perf_counter()
+        names = trainer.model_names()
+        log.info("final evaluation: %d model(s) (%s), final and best states, on train, val and "
+                 "test", len(names), ", ".join(names))
         metrics = final_metrics(trainer, state, data)
         summary.update(status="completed", metrics=metrics, objective=metrics[cfg.objective],
                        final_eval_s=time.perf_counter() - t_eval)
@@ -336,6 +341,11 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     run_log.hparams(cfg, summary["metrics"], summary["status"])
     run_log.close()
     log.info("%s: %s = %s", summary["status"], cfg.objective, summary["objective"])
+    if summary["metrics"]:
+        log.info("test accuracy: %s", " | ".join(
+            f"{name} {100 * summary['metrics'][f'{metric_prefix(name)}test_acc']:.2f}%"
+            for name in trainer.model_names()))
+    log.info("run directory: %s", run_dir)
     return summary["objective"]
 
 

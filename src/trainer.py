@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src.averaging.ema import EMA
 from src.compression.exchange import GradientExchange
@@ -119,18 +121,27 @@ class Trainer:
         return self.shadow
 
     def fit(self, state: TrainState) -> TrainState:
-        """Train from `state.epoch` to `self.epochs`; raises Diverged on a non-finite loss."""
-        for epoch in range(state.epoch, self.epochs):
-            t0 = time.perf_counter()
-            record = self.train_epoch(epoch, state)
-            record.update(self.validate(state, epoch + 1))
-            state.epoch = epoch + 1
-            epoch_s = time.perf_counter() - t0
-            state.wall_s += epoch_s
-            record.update(epoch_s=epoch_s, wall_s=state.wall_s)
-            self.run_log.append(record)
-            log.info(self.describe(record))
-            self.on_epoch_end(state)
+        """Train from `state.epoch` to `self.epochs`; raises Diverged on a non-finite loss.
+
+        On a terminal, one progress bar covers the whole run (epochs done, the run's ETA,
+        samples/s); in a log file there are only the per-epoch lines.
+        """
+        steps = len(self.data.train)
+        shown = self.progress and self.dist.is_main and sys.stderr.isatty()
+        self.bar = tqdm(total=self.epochs * steps, initial=state.epoch * steps, unit="step",
+                        desc="training", disable=not shown, dynamic_ncols=True, leave=False)
+        with self.bar, logging_redirect_tqdm():
+            for epoch in range(state.epoch, self.epochs):
+                t0 = time.perf_counter()
+                record = self.train_epoch(epoch, state)
+                record.update(self.validate(state, epoch + 1))
+                state.epoch = epoch + 1
+                epoch_s = time.perf_counter() - t0
+                state.wall_s += epoch_s
+                record.update(epoch_s=epoch_s, wall_s=state.wall_s)
+                self.run_log.append(record)
+                log.info(self.describe(record))
+                self.on_epoch_end(state)
         return state
 
     def gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,9 +187,7 @@ class Trainer:
         interval = torch.zeros(2, dtype=torch.float64, device=self.device)
         seen = interval_seen = 0
         lr = opt.param_groups[0]["lr"]
-        bar = tqdm(total=len(self.data.train), desc=f"epoch {epoch + 1}/{self.epochs}",
-                   disable=not self.progress or not self.dist.is_main, leave=False,
-                   dynamic_ncols=True)
+        bar, start = self.bar, self.bar.n
         t0 = time.perf_counter()
         for i, (x, y) in enumerate(self.data.train.batches(gen), start=1):
             opt.zero_grad(set_to_none=not self.simulated)
@@ -206,11 +215,10 @@ class Trainer:
                 seen += interval_seen
                 interval.zero_()
                 interval_seen = 0
-                bar.set_postfix(loss=f"{loss:.4f}",
-                                samples_s=f"{seen / (time.perf_counter() - t0):.0f}")
-                bar.update(i - bar.n)
+                bar.set_postfix_str(f"epoch {epoch + 1}/{self.epochs}, loss {loss:.4f}, "
+                                    f"{seen / (time.perf_counter() - t0):.0f} samples/s")
+                bar.update(start + i - bar.n)
         train_s = time.perf_counter() - t0
-        bar.close()
         train_loss, train_correct = sums.tolist()
         record = {"epoch": epoch + 1, "step": state.step, "lr": lr,
                   "train_loss": train_loss / seen, "train_acc": train_correct / seen,

@@ -10,8 +10,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from src.data.loader import DeviceData, split_train_val, subset
-from src.data.sources import DatasetNotFoundError, RawData
-from src.errors import ConfigError
+from src.data.sources import RawData
+from src.errors import ConfigError, UserError
 
 
 @dataclass
@@ -39,7 +39,7 @@ def build_data(cfg: DictConfig, batch_size: int, eval_batch_size: int,
         raw: RawData = instantiate(cfg.source)
     except InstantiationException as e:
         # Hydra wraps the loader's one-line error in a long one; surface the loader's own.
-        if isinstance(e.__cause__, DatasetNotFoundError):
+        if isinstance(e.__cause__, UserError):  # missing, damaged or planted files
             raise e.__cause__ from None
         raise
     n_train = len(raw.train_y)

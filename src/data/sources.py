@@ -8,6 +8,8 @@ device-side loader can normalise with `(x.float() - mean) / std`.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ import torch
 from torch import Tensor
 
 from src.errors import UserError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # torchvision costs seconds to import; only the file datasets need it
     import torchvision
@@ -122,7 +126,12 @@ def _idx_dataset(
         _download(name, raw, lambda: cls(root, train=True, download=True))
     if not present():
         raise _not_found(name, raw, f"{cls.__name__}/raw")
-    train, test = cls(root, train=True), cls(root, train=False)
+    try:
+        train, test = cls(root, train=True), cls(root, train=False)
+    except (RuntimeError, ValueError, OSError, IndexError) as e:  # torchvision's idx reader
+        raise DatasetFileError(f"an idx file in {raw} is truncated or damaged ({type(e).__name__}:"
+                               f" {' '.join(str(e).split())[:80]}): delete the folder and "
+                               f"download the dataset again (dataset.download=true)") from None
     return RawData(
         train.data.unsqueeze(1),
         train.targets.long(),
@@ -150,19 +159,101 @@ def fashion_mnist(root: str, download: bool = False) -> RawData:
     )
 
 
-def _read_cifar_batches(folder: Path, files: list[str], label_key: bytes) -> tuple[Tensor, Tensor]:
+class DatasetFileError(UserError):
+    """A dataset file on disk that is truncated, damaged or not data."""
+
+
+# What a CIFAR batch may reference: numpy's array reconstruction and bytes, nothing that runs
+# code.
+_PICKLE_GLOBALS = {(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+                   for name in ("_reconstruct", "scalar")} | {
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),  # how Python 3 writes bytes at pickle protocol 2
+    ("builtins", "bytearray")}
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """Unpickles plain data only: dicts, lists, bytes, numbers and numpy arrays. Any other
+    global (os.system, builtins.eval, ...) is refused before it can be called."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in _PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it references {module}.{name}")
+
+
+def read_data_pickle(path: Path) -> dict:
+    """A pickled dataset file read as plain data; one-line DatasetFileError otherwise.
+
+    Datasets distributed as pickles (CIFAR) are the one place the project unpickles, and only
+    through _DataUnpickler: a planted file cannot run code.
+    """
+    try:
+        with open(path, "rb") as f:
+            batch = _DataUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as e:
+        if "references" in str(e):
+            raise DatasetFileError(f"{path} is not a dataset file ({e}, which data never "
+                                   f"does): refused; delete it and download the dataset again "
+                                   f"(dataset.download=true)") from None
+        raise _damaged(path, e) from None
+    except (EOFError, ValueError, TypeError, IndexError) as e:
+        raise _damaged(path, e) from None
+    if not isinstance(batch, dict):
+        raise DatasetFileError(f"{path} holds a {type(batch).__name__}, not a CIFAR batch: "
+                               f"delete it and download the dataset again")
+    return batch
+
+
+def _damaged(path: Path, e: BaseException) -> DatasetFileError:
+    return DatasetFileError(f"{path} is truncated or damaged ({type(e).__name__}): delete it and "
+                            f"download the dataset again (dataset.download=true)")
+
+
+def check_published(path: Path, md5: str | None, name: str, checksums: str) -> None:
+    """Compare a dataset file with the published md5, where it is known.
+
+    checksums: warn (a differing file, e.g. one you regenerated, is read, and a line says so),
+    strict (it is refused) or off.
+    """
+    if md5 is None or checksums == "off":
+        return
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "md5").hexdigest()
+    if digest == md5:
+        return
+    message = (f"{path} differs from the published {name} file (md5 {digest}, published {md5})")
+    if checksums == "strict":
+        raise DatasetFileError(f"{message}: delete it and download the dataset again, or pass "
+                               f"dataset.checksums=warn to read files you made yourself")
+    if checksums != "warn":
+        raise DatasetFileError(f"dataset.checksums={checksums}: use warn, strict or off")
+    log.warning("%s: reading it anyway, as plain data (dataset.checksums=strict refuses such "
+                "files)", message)
+
+
+def _read_cifar_batches(folder: Path, files: list[str], label_key: bytes,
+                        published: dict[str, str], name: str,
+                        checksums: str) -> tuple[Tensor, Tensor]:
     """Concatenate pickled CIFAR batches: x uint8 (N, 3, 32, 32), y int64 (N,)."""
     xs, ys = [], []
-    for name in files:
-        with open(folder / name, "rb") as f:
-            # Datasets distributed in pickle format are the one place the project loads pickle;
-            # the files come from the official CIFAR archive (md5-verified when downloaded).
-            batch = pickle.load(f, encoding="bytes")
+    for file in files:
+        check_published(folder / file, published.get(file), name, checksums)
+        batch = read_data_pickle(folder / file)
         # The official (Python 2) files decode to bytes keys; files pickled by Python 3, as
         # torchvision's own reader expects them too, have str keys. Accept both.
         batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
-        xs.append(np.asarray(batch["data"], dtype=np.uint8))
-        ys.append(np.asarray(batch[label_key.decode()], dtype=np.int64))
+        try:
+            x = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3072)
+            y = np.asarray(batch[label_key.decode()], dtype=np.int64).reshape(-1)
+        except (KeyError, ValueError, TypeError) as e:
+            raise DatasetFileError(f"{folder / file} is not a CIFAR batch ({type(e).__name__}: "
+                                   f"{e}): delete it and download the dataset again") from None
+        if len(x) != len(y):
+            raise _damaged(folder / file, ValueError("data and labels differ in length"))
+        xs.append(x)
+        ys.append(y)
     # Each row is 3072 bytes in row-major C, H, W order (1024 red, then green, then blue).
     x = torch.from_numpy(np.concatenate(xs)).reshape(-1, 3, 32, 32)
     return x, torch.from_numpy(np.concatenate(ys))
@@ -179,6 +270,7 @@ def _cifar(
     num_classes: int,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
+    checksums: str,
 ) -> RawData:
     """Read a CIFAR python-format folder with our own parser.
 
@@ -194,8 +286,11 @@ def _cifar(
         _download(name, folder, lambda: cls(root, train=True, download=True))
     if not present():
         raise _not_found(name, folder, cls.base_folder)
-    train_x, train_y = _read_cifar_batches(folder, train_files, label_key)
-    test_x, test_y = _read_cifar_batches(folder, test_files, label_key)
+    published = dict(cls.train_list + cls.test_list)  # torchvision's md5 of each batch file
+    train_x, train_y = _read_cifar_batches(folder, train_files, label_key, published, name,
+                                           checksums)
+    test_x, test_y = _read_cifar_batches(folder, test_files, label_key, published, name,
+                                         checksums)
     return RawData(
         train_x,
         train_y,
@@ -207,7 +302,7 @@ def _cifar(
     )
 
 
-def cifar10(root: str, download: bool = False) -> RawData:
+def cifar10(root: str, download: bool = False, checksums: str = "warn") -> RawData:
     """CIFAR-10: 50k train / 10k test, x uint8 (N, 3, 32, 32), 10 classes."""
     import torchvision
 
@@ -222,10 +317,11 @@ def cifar10(root: str, download: bool = False) -> RawData:
         10,
         (0.4914, 0.4822, 0.4465),
         (0.2470, 0.2435, 0.2616),
+        checksums,
     )
 
 
-def cifar100(root: str, download: bool = False) -> RawData:
+def cifar100(root: str, download: bool = False, checksums: str = "warn") -> RawData:
     """CIFAR-100: 50k train / 10k test, x uint8 (N, 3, 32, 32), 100 fine classes."""
     import torchvision
 
@@ -240,6 +336,7 @@ def cifar100(root: str, download: bool = False) -> RawData:
         100,
         (0.5071, 0.4865, 0.4409),
         (0.2673, 0.2564, 0.2762),
+        checksums,
     )
 
 

@@ -47,6 +47,7 @@ from src.run_log import SUMMARY, RunLog, read_json, start_job_record, write_json
 from src.runner import CHECKPOINT, build, config_digest, resolve_device, run, versions
 from src.sweeps.lock import RunLock
 from src.trainer import Diverged, Trainer, TrainState, epoch_seed, load_state
+from src.trusted_config import check_targets
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ def ensure_reference(cfg: DictConfig, run_dir: Path, dist: distributed.Dist) -> 
             raise ConfigError(f"pruning.from_run={ref_dir} is not a trained run directory (no "
                               f".hydra/config.yaml or {CHECKPOINT}): point it at train.py's output")
         ref_cfg = OmegaConf.load(config)
+        check_targets(ref_cfg, config)
         if OmegaConf.to_container(ref_cfg.model) != OmegaConf.to_container(cfg.model):
             raise ConfigError(f"pruning.from_run={ref_dir} was trained with model "
                               f"{ref_cfg.model._target_}: set model= as in that run")

@@ -31,6 +31,7 @@ from src.run_log import (
     read_json,
     write_json_atomic,
 )
+from src.sweeps.cli import as_user_error, debugging, fail
 from src.sweeps.lock import RunDirBusy, RunLock
 from src.sweeps.report import JobResult
 
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 # trials with the same parameters share one run, and the second reuses the first's result).
 LOCK_WAIT_ENV = "TRAINKIT_LOCK_WAIT_S"
 _RUN_FILES = (SUMMARY, HISTORY, "checkpoint.pt")  # a directory holding any of them holds a run
+current_run_dir: Path | None = None  # the job this process is running (for Ctrl-C's message)
 
 
 def train_task(cfg: DictConfig) -> float | JobResult:
@@ -47,11 +49,14 @@ def train_task(cfg: DictConfig) -> float | JobResult:
     a prune-and-retrain experiment) in Hydra's output directory and return its objective."""
     from src import distributed  # torch: not before Hydra has parsed the command line
 
+    global current_run_dir
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
+    run_dir = current_run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     distributed.adopt_batch_tasks()
-    main = distributed.process_rank() == 0  # under torchrun rank 0 alone locks and writes
+    main = distributed.process_rank() == 0  # under torchrun rank 0 alone locks, writes, prints
+    if not main:
+        logging.getLogger().setLevel(logging.WARNING)
     record = JobRecord(run_dir, copy.deepcopy(cfg), hydra_cfg) if main else None
     lock: AbstractContextManager = (RunLock(run_dir, float(os.environ.get(LOCK_WAIT_ENV, 0)))
                                     if main else nullcontext())
@@ -69,6 +74,10 @@ def train_task(cfg: DictConfig) -> float | JobResult:
             return refuse("busy", e, run_dir, in_sweep)
         except UserError as e:
             return refuse("failed", e, run_dir, in_sweep)
+        except OSError as e:  # a folder it cannot write, a full disk: the user's to fix
+            if e.errno is None:
+                raise
+            return refuse("failed", as_user_error(e), run_dir, in_sweep)
         except Exception as e:
             if not in_sweep:
                 raise
@@ -95,9 +104,9 @@ def dispatch(cfg: DictConfig, run_dir: Path) -> float:
 def refuse(status: str, e: Exception, run_dir: Path, in_sweep: bool) -> JobResult:
     """A single run exits with one line and status 2; a sweep job returns its failure."""
     if not in_sweep:
-        from src.sweeps.cli import fail
-
         remove_if_empty(run_dir)
+        if debugging():
+            raise e
         fail(str(e))
     log.error("job in %s %s: %s", run_dir, status, one_line(e))
     return JobResult(status, None, str(run_dir), one_line(e))

@@ -252,13 +252,15 @@ class StudySweeper(Sweeper):
         n = int(n)
         return n if n > 0 else (os.cpu_count() or 1)
 
+    def default_url(self) -> str:
+        """A sqlite file in the study's folder."""
+        return f"sqlite:///{Path(self.config.hydra.sweep.dir) / 'optuna.db'}"
+
     def open_storage(self, name: str) -> Any:
         import optuna
         from sqlalchemy.exc import IntegrityError
 
-        url = self.storage_url
-        if url is None:
-            url = f"sqlite:///{Path(self.config.hydra.sweep.dir) / 'optuna.db'}"
+        url = self.storage_url or self.default_url()
         if url.startswith("sqlite:///"):
             folder = Path(url[len("sqlite:///"):]).expanduser().parent
             try:
@@ -318,6 +320,12 @@ class StudySweeper(Sweeper):
         if direction not in DIRECTIONS:
             raise ConfigError(f"hydra.sweeper.direction={direction} is not a direction: use "
                               f"maximize or minimize (or null: from the objective's name)")
+        for key, low in (("n_trials", 1), ("heartbeat_interval", 0), ("grace_period", 1),
+                         ("retry_dead", 0)):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < low:
+                raise ConfigError(f"hydra.sweeper.{key}={value} is out of range: use an integer "
+                                  f">= {low}")
         params = [f"{k}={v}" for k, v in self.params.items()]
         space, fixed = search_space([*params, *arguments])
         if not space:
@@ -413,6 +421,7 @@ class StudySweeper(Sweeper):
             extra += [f"{k}={override_value(v)}" for k, v in best.params.items()]
         print(f"  or: python train.py --config-dir {sweep_dir} experiment=best "
               f"{' '.join(extra)}".rstrip())
+        print(f"watch the study: optuna-dashboard {self.storage_url or self.default_url()}")
 
 
 def grid_values(key: str, dist: Any) -> list[Any]:
