@@ -32,7 +32,7 @@ def compose_train(overrides: list[str]) -> DictConfig:
 def run_script(script: str, args: list[str], timeout: float = 300,
                **kwargs) -> subprocess.CompletedProcess:
     """Run one of the entry points like a user would, from the repo root."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**kwargs.pop("env", os.environ), "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, script, *args], cwd=ROOT, env=env, text=True,
                           capture_output=True, timeout=timeout, **kwargs)
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import pickle
-import struct
 from pathlib import Path
 from urllib.error import URLError
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,6 +15,7 @@ from omegaconf import OmegaConf
 from src.data import sources
 from src.data.loader import DeviceData, split_train_val, subset
 from src.data.sources import DatasetNotFoundError, RawData
+from tests.datafiles import write_cifar10, write_cifar100, write_mnist_tree, write_pickle
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
 DATASETS = ["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "fake"]
@@ -37,78 +35,6 @@ def _load(name: str, data_dir: Path, download: bool = False) -> RawData:
     return instantiate(cfg.dataset.source)
 
 
-# ---------------------------------------------------------------- on-disk fixtures
-
-
-def _pickle(path: Path, obj: dict) -> None:
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
-
-
-def _cifar_rows(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=(n, 3072), dtype=np.uint8)
-
-
-def _write_cifar10(root: Path, per_batch: int = 3) -> dict[str, dict]:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    written = {}
-    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
-        batch = {
-            b"batch_label": name.encode(),
-            b"labels": [(i + j) % 10 for j in range(per_batch)],
-            b"data": _cifar_rows(per_batch, seed=i),
-            b"filenames": [f"{name}_{j}.png".encode() for j in range(per_batch)],
-        }
-        _pickle(folder / name, batch)
-        written[name] = batch
-    _pickle(folder / "batches.meta", {b"label_names": [b"c%d" % k for k in range(10)]})
-    return written
-
-
-def _write_cifar100(root: Path) -> dict[str, dict]:
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    written = {}
-    for i, (name, n) in enumerate([("train", 5), ("test", 2)]):
-        batch = {
-            b"fine_labels": [(37 * (i + j)) % 100 for j in range(n)],
-            b"coarse_labels": [j % 20 for j in range(n)],
-            b"data": _cifar_rows(n, seed=10 + i),
-        }
-        _pickle(folder / name, batch)
-        written[name] = batch
-    _pickle(folder / "meta", {b"fine_label_names": [b"f%d" % k for k in range(100)]})
-    return written
-
-
-def _write_idx(raw: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
-    """MNIST idx format: big-endian magic (2051 images / 2049 labels) and dims, then bytes."""
-    n, h, w = images.shape
-    (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
-        struct.pack(">iiii", 2051, n, h, w) + images.astype(np.uint8).tobytes()
-    )
-    (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
-        struct.pack(">ii", 2049, n) + labels.astype(np.uint8).tobytes()
-    )
-
-
-def _write_mnist_tree(root: Path, folder: str) -> dict[str, np.ndarray]:
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train_x": rng.integers(0, 256, size=(6, 28, 28), dtype=np.uint8),
-        "train_y": np.array([5, 0, 4, 1, 9, 2]),
-        "test_x": rng.integers(0, 256, size=(3, 28, 28), dtype=np.uint8),
-        "test_y": np.array([7, 2, 1]),
-    }
-    arrays["train_x"][0, 3, 17] = 201  # a known pixel: image 0, row 3, column 17
-    _write_idx(raw, "train", arrays["train_x"], arrays["train_y"])
-    _write_idx(raw, "t10k", arrays["test_x"], arrays["test_y"])
-    return arrays
-
-
 # ---------------------------------------------------------------- sources
 
 
@@ -126,7 +52,7 @@ def test_configs_have_runner_keys():
 
 
 def test_cifar10_round_trip(tmp_path):
-    written = _write_cifar10(tmp_path)
+    written = write_cifar10(tmp_path)
     data = _load("cifar10", tmp_path)
     assert data.train_x.shape == (15, 3, 32, 32) and data.train_x.dtype == torch.uint8
     assert data.test_x.shape == (3, 3, 32, 32)
@@ -146,7 +72,7 @@ def test_cifar10_round_trip(tmp_path):
 
 
 def test_cifar100_round_trip(tmp_path):
-    written = _write_cifar100(tmp_path)
+    written = write_cifar100(tmp_path)
     data = _load("cifar100", tmp_path)
     assert data.train_x.shape == (5, 3, 32, 32) and data.train_x.dtype == torch.uint8
     assert data.test_x.shape == (2, 3, 32, 32)
@@ -163,7 +89,7 @@ def test_cifar100_round_trip(tmp_path):
     [("mnist", "MNIST", 0.1307), ("fashion_mnist", "FashionMNIST", 0.2860)],
 )
 def test_idx_datasets_parse(tmp_path, name, folder, mean):
-    arrays = _write_mnist_tree(tmp_path, folder)
+    arrays = write_mnist_tree(tmp_path, folder)
     data = _load(name, tmp_path)
     assert data.train_x.shape == (6, 1, 28, 28) and data.train_x.dtype == torch.uint8
     assert data.test_x.shape == (3, 1, 28, 28)
@@ -216,7 +142,7 @@ def test_download_failures_raise_one_line(tmp_path, monkeypatch):
 
 
 def test_download_skipped_when_files_present(tmp_path, monkeypatch):
-    _write_cifar10(tmp_path)
+    write_cifar10(tmp_path)
 
     class NoDownload(torchvision.datasets.CIFAR10):
         def __init__(self, *args, **kwargs):
@@ -393,10 +319,10 @@ def test_flip_changes_about_half():
 
 
 def test_cifar_files_pickled_by_python3_with_str_keys_load_too(tmp_path):
-    written = _write_cifar10(tmp_path)
+    written = write_cifar10(tmp_path)
     folder = tmp_path / "cifar-10-batches-py"
     for name, batch in written.items():  # rewrite with str keys, as Python 3 tools write them
-        _pickle(folder / name, {k.decode(): v for k, v in batch.items()})
+        write_pickle(folder / name, {k.decode(): v for k, v in batch.items()})
     data = sources.cifar10(root=str(tmp_path))
     assert data.train_x.shape == (15, 3, 32, 32)
     assert torch.equal(data.train_x[0].flatten(),

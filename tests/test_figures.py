@@ -210,6 +210,7 @@ KINDS = [("curves", []), ("curves", ["metric=ema_0.99/val_acc"]), ("lr_stability
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("mixed")  # one worker builds the mixed folder once
 @pytest.mark.parametrize(("kind", "args"), KINDS, ids=[f"{k}{'-' if a else ''}{'-'.join(a)}"
                                                        for k, a in KINDS])
 def test_every_figure_kind_accounts_for_every_run_of_a_mixed_folder(mixed, tmp_path, kind,
@@ -300,6 +301,7 @@ def readme_outputs(mixed, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("mixed")
 @pytest.mark.parametrize("command", readme_plots_commands())
 def test_the_readmes_plots_commands_work_as_typed(readme_outputs, command):
     line = command.replace(".venv/bin/python plots.py", f"{sys.executable} {ROOT}/plots.py")

@@ -22,7 +22,7 @@ from src.regimes.observables import jacobian, ntk_stats, weight_norms
 from src.regimes.runner import loss_ladder, step_size
 from src.run_log import read_jsonl
 from tests.conftest import ROOT, compose_train, run_script, summary, train
-from tests.test_data import _write_cifar10, _write_mnist_tree
+from tests.datafiles import write_cifar10, write_mnist_tree
 
 # A perceptron on 256 teacher-student points in d = 16: fits in a few hundred steps.
 SMALL = ["task=regimes", "device=cpu", "trainer.tensorboard=false", "dataset.source.d=16",
@@ -57,7 +57,7 @@ def test_teacher_student_train_and_test_have_their_own_seeds():
 
 
 def test_mnist_parity_reads_idx_files_and_labels_parity(tmp_path):
-    arrays = _write_mnist_tree(tmp_path, "MNIST")
+    arrays = write_mnist_tree(tmp_path, "MNIST")
     data = mnist_parity(ptr=5, pte=3, seed_train=0, seed_test=0, root=str(tmp_path))
     images = np.concatenate([arrays["train_x"], arrays["test_x"]]).astype(np.float64)
     digits = np.concatenate([arrays["train_y"], arrays["test_y"]])
@@ -73,7 +73,7 @@ def test_mnist_parity_reads_idx_files_and_labels_parity(tmp_path):
 
 
 def test_cifar_animal_labels_vehicles_minus_one(tmp_path):
-    written = _write_cifar10(tmp_path, per_batch=4)  # 24 images, labels cycle through 0..9
+    written = write_cifar10(tmp_path, per_batch=4)  # 24 images, labels cycle through 0..9
     data = cifar_animal(ptr=20, pte=4, seed_train=0, seed_test=0, root=str(tmp_path))
     labels = [lab for batch in written.values() for lab in batch[b"labels"]]
     vehicles = sum(lab in (0, 1, 8, 9) for lab in labels)
@@ -279,7 +279,7 @@ def test_presets_are_the_seed_sweeps(preset):
 
 
 def test_presets_run_with_debug_fast(tmp_path):
-    _write_mnist_tree(tmp_path / "data", "MNIST")
+    write_mnist_tree(tmp_path / "data", "MNIST")
     for preset in ("regimes_perceptron_chi1", "regimes_mnist_parity_lazy"):
         run_dir = tmp_path / preset
         extra = ["dataset.ptr=6", "dataset.pte=3", "batch_size=2"] if "mnist" in preset else []

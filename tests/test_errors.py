@@ -1,0 +1,252 @@
+"""Every user mistake gets one line: a table of bad inputs across train.py, tune.py, eval.py and
+plots.py, each giving exit status 2, exactly one `error:` line on stderr, no traceback, and an
+existing run left byte-identical. Then files from someone else that carry code: none runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, run_script, train
+from tests.datafiles import write_cifar10, write_mnist_tree
+from tests.test_sweeps import snapshot, start, wait_for
+
+QUIET = ["trainer.progress=false", "trainer.tensorboard=false"]
+
+
+class Payload:
+    """A pickle that, when loaded by pickle.load, creates a marker file (it must never exist)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory) -> dict[str, Path]:
+    """A finished run, and the files and folders the bad inputs point at."""
+    root = tmp_path_factory.mktemp("errors")
+    run = root / "run"
+    train(run, "debug=fast", "device=cpu", *QUIET)
+    paths = {"root": root, "run": run, "marker": root / "payload-ran"}
+    # CIFAR-10: a truncated batch, a planted payload, and files that differ from the published.
+    for name in ("truncated", "payload", "regenerated"):
+        write_cifar10(root / name)
+    batch = root / "truncated" / "cifar-10-batches-py" / "data_batch_1"
+    batch.write_bytes(batch.read_bytes()[:100])
+    with open(root / "payload" / "cifar-10-batches-py" / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": Payload(paths["marker"]), b"labels": [0]}, f, protocol=2)
+    # MNIST with an image file whose header promises more images than it holds.
+    write_mnist_tree(root / "mnist", "MNIST")
+    images = root / "mnist" / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:200])
+    # A run directory from someone else whose config builds os.system.
+    planted = root / "planted"
+    shutil.copytree(run, planted)
+    config = yaml.safe_load((planted / ".hydra" / "config.yaml").read_text())
+    config["model"] = {"_target_": "os.system", "command": f"touch {paths['marker']}"}
+    (planted / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    # A run whose eval.json cannot be written (a folder stands there), one with a damaged
+    # summary, a corrupt checkpoint, a garbage file.
+    shutil.copytree(run, root / "blocked")
+    (root / "blocked" / "eval.json").mkdir()
+    shutil.copytree(run, root / "damaged")
+    (root / "damaged" / "summary.json").write_text('{"status": "compl')
+    shutil.copytree(run, root / "corrupt")
+    (root / "corrupt" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    return paths
+
+
+def held_lock(place: dict[str, Path]) -> Path:
+    """A run directory whose lock a live process (this test's) holds."""
+    locked = place["root"] / "locked"
+    if not locked.exists():
+        locked.mkdir()
+        (locked / "run.lock").write_text(json.dumps(
+            {"host": os.uname().nodename, "pid": os.getpid(), "start": None}))
+    return locked
+
+
+CASES = [
+    # train.py: settings our checks reject
+    ("train", ["num_bits=0"], "num_bits=0"),
+    ("train", ["num_bits=33"], "num_bits=33"),
+    ("train", ["workers=0"], "workers=0"),
+    ("train", ["batch_size=0"], "batch_size=0"),
+    ("train", ["batch_size=abc"], "batch_size=abc"),
+    ("train", ["epochs=-1"], "epochs=-1"),
+    ("train", ["init_seed=-1"], "init_seed=-1"),
+    ("train", ["objective=ema_0.5/val_acc"], "objective=ema_0.5/val_acc"),
+    ("train", ["device=tpu"], "device=tpu"),
+    ("train", ["dataset.val_split=dev"], "dataset.val_split=dev"),
+    ("train", ["trainer.amp=fp8"], "trainer.amp=fp8"),
+    ("train", ["dataset=teacher_student"], "add task=regimes"),
+    ("train", ["task=regimes", "workers=2"], "workers=2"),
+    ("train", ["task=regimes", "task.alpha=0"], "task.alpha=0"),
+    ("train", ["pruning=magnitude", "pruning.mode=foo"], "pruning.mode=foo"),
+    ("train", ["pruning=magnitude", "pruning.from_run={root}/nothing"], "not a trained run"),
+    # train.py: settings a component rejects
+    ("train", ["optimizer.lr=-1"], "Invalid learning rate: -1"),
+    ("train", ["averaging.decays=[1.5]"], "must lie in [0, 1)"),
+    ("train", ["averaging.decays=[0.9,0.9]"], "repeats a decay"),
+    ("train", ["compression=minmax"], "rejects its settings"),
+    # train.py: what Hydra would report in many lines
+    ("train", ["epchs=5"], "did you mean epochs?"),
+    ("train", ["optimizer.lrr=0.1"], "did you mean optimizer.lr"),
+    ("train", ["model=resnet21"], "unknown model 'resnet21'"),
+    ("train", ["experiment=nope"], "unknown experiment 'nope'"),
+    ("train", ["hydra/launcher=nope"], "unknown hydra/launcher 'nope'"),
+    ("train", ["optimizer.lr=("], "cannot read"),
+    # train.py: data on disk
+    ("train", ["dataset=cifar10", "data_dir={root}/empty"], "dataset.download=true"),
+    ("train", ["dataset=cifar10", "data_dir={root}/truncated"], "truncated or damaged"),
+    ("train", ["dataset=cifar10", "data_dir={root}/payload"], "refused"),
+    ("train", ["dataset=cifar10", "data_dir={root}/regenerated", "dataset.checksums=strict"],
+     "differs from the published"),
+    ("train", ["dataset=mnist", "data_dir={root}/mnist"], "truncated or damaged"),
+    # train.py: run directories
+    ("train", ["epochs=3", "hydra.run.dir={run}"], "another config"),
+    ("train", ["hydra.run.dir=/sys/trainkit"], "cannot write in /sys"),
+    ("train", ["hydra.run.dir={locked}"], "is in use by pid"),
+    # tune.py
+    ("tune", ["optimizer.lr=tag(log,interval(0,1))"], "needs low > 0"),
+    ("tune", ["hydra.sweeper.direction=upward"], "direction=upward"),
+    ("tune", ["hydra.sweeper.storage=sqlite:////sys/trainkit/optuna.db"], "cannot create"),
+    ("tune", ["hydra/sweeper/sampler=foo"], "unknown hydra/sweeper/sampler 'foo'"),
+    ("tune", ["hydra.sweeper.n_trials=0"], "n_trials=0"),
+    ("tune", ["epchs=5"], "did you mean epochs?"),
+    # eval.py
+    ("eval", [], "needs checkpoint="),
+    ("eval", ["checkpoint={root}/nothing"], "no checkpoint at"),
+    ("eval", ["checkpoint={root}/corrupt"], "corrupt or unreadable"),
+    ("eval", ["checkpoint={run}", "splits=[dev]"], "not splits"),
+    ("eval", ["checkpoint={run}", "device=tpu"], "device=tpu"),
+    ("eval", ["checkpoint={root}/planted"], "'os.system'"),
+    ("eval", ["checkpoint={root}/blocked"], "cannot write"),
+    # plots.py
+    ("plots", ["runs={run}", "figure=violin"], "figure=violin"),
+    ("plots", ["runs={run}", "metric=nope"], "metric=nope"),
+    ("plots", ["runs={root}/nothing"], "matches no run directory"),
+    ("plots", ["runs={run}", "x=time"], "x=time"),
+    ("plots", ["runs={run}", "group_by=[nokey]"], "nokey"),
+    ("plots", ["runs={run}", "out_dir=/sys/trainkit"], "cannot write"),
+    ("plots", ["runs={root}/damaged"], "not JSON"),
+    ("plots", ["runs={run}", "figure=records"], "record run"),
+]
+
+
+@pytest.mark.parametrize(("script", "args", "says"), CASES,
+                         ids=[f"{s}:{' '.join(a) or 'nothing'}" for s, a, _ in CASES])
+def test_a_mistake_is_one_line_and_exit_2_and_changes_nothing(place, script, args, says):
+    before = snapshot(place["run"])
+    values = {**{k: str(v) for k, v in place.items()}, "locked": str(held_lock(place))}
+    args = [a.format(**values) for a in args]
+    extra = ["debug=fast", *QUIET] if script in ("train", "tune") else []
+    if script == "train" and not any(a.startswith("hydra.run.dir") for a in args):
+        extra.append(f"hydra.run.dir={place['root'] / 'new'}")
+    if script == "tune":
+        extra.append(f"hydra.sweep.dir={place['root'] / 'tune'}")
+    proc = run_script(f"{script}.py", [*args, *extra])
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stdout[-1500:] + proc.stderr[-1500:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert says in lines[0], lines[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert snapshot(place["run"]) == before  # the finished run, .hydra/ and log included
+    assert not (place["root"] / "new").exists()  # a rejected run leaves no directory behind
+    assert not place["marker"].exists()  # no planted payload ran
+
+
+def test_the_table_has_at_least_40_mistakes_in_all_four_entry_points():
+    assert len(CASES) >= 40 and {s for s, _, _ in CASES} == {"train", "tune", "eval", "plots"}
+
+
+def test_a_planted_cifar_payload_is_not_even_unpickled_as_code(place, tmp_path):
+    from src.data.sources import DatasetFileError, read_data_pickle
+
+    with pytest.raises(DatasetFileError, match=r"references posix\.system|references os\.system"):
+        read_data_pickle(place["root"] / "payload" / "cifar-10-batches-py" / "data_batch_1")
+    assert not place["marker"].exists()
+
+
+def test_a_planted_checkpoint_payload_is_refused(place, tmp_path):
+    """torch.save of an object whose unpickling runs code: loaded with weights_only=True."""
+    import torch
+
+    ckpt = tmp_path / "run"
+    shutil.copytree(place["run"], ckpt)
+    torch.save({"format": "trainkit-checkpoint-v1", "model": Payload(place["marker"])},
+               ckpt / "checkpoint.pt")
+    proc = run_script("eval.py", [f"checkpoint={ckpt}"])
+    assert proc.returncode == 2 and "corrupt or unreadable" in proc.stderr, proc.stderr
+    assert not place["marker"].exists()
+
+
+def test_regenerated_cifar_files_are_read_with_a_warning(place, tmp_path):
+    proc = train(tmp_path / "run", "dataset=cifar10", f"data_dir={place['root'] / 'regenerated'}",
+                 "debug=fast", "dataset.val_size=3", "batch_size=4", "model=mlp", *QUIET)
+    assert "differs from the published cifar10 file" in proc.stdout
+    assert "reading it anyway" in proc.stdout
+
+
+def test_tracebacks_are_there_for_developers_who_ask(place):
+    proc = run_script("train.py", ["num_bits=0", "debug=fast", *QUIET,
+                                   f"hydra.run.dir={place['root'] / 'dbg'}"],
+                      env={**os.environ, "TRAINKIT_DEBUG": "1"})
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = start("train.py", ["debug=fast", "epochs=200", *QUIET, f"hydra.run.dir={run_dir}"],
+                 tmp_path / "log")
+    wait_for(lambda: (run_dir / "history.jsonl").exists(), what="the run to start")
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    out = (tmp_path / "log").read_text()
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out
+    (line,) = [x for x in out.splitlines() if x.startswith("interrupted:")]
+    assert str(run_dir) in line and "same command again" in line
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("script", ["train", "tune", "plots", "eval"])
+def test_each_entry_point_has_its_own_help(script):
+    proc = run_script(f"{script}.py", ["--help"])
+    assert proc.returncode == 0 and proc.stdout.startswith(f"{script}.py:")
+    words = {"train": ["Config groups", "optimizer", "epochs", "passes over the training set"],
+             "tune": ["Search space", "optimizer.lr", "storage", "study", "n_trials"],
+             "plots": ["Figure kinds", "lr_stability", "phase_diagram", "group_by"],
+             "eval": ["checkpoint", "splits", "eval.json"]}[script]
+    for word in words:
+        assert word in proc.stdout, word
+
+
+def test_only_rank_0_prints_under_torchrun(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "train.py", "debug=fast", "device=cpu", *QUIET, f"hydra.run.dir={tmp_path / 'r'}"]
+    out = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("epoch 1/1 |") == 1 and out.stdout.count("run directory:") == 1
+
+
+def test_without_a_terminal_no_progress_frames_reach_the_log(tmp_path):
+    proc = run_script("train.py", ["debug=fast", "epochs=2", "trainer.tensorboard=false",
+                                   f"hydra.run.dir={tmp_path}"])  # progress bar left on
+    assert proc.returncode == 0
+    assert "\r" not in proc.stdout + proc.stderr and "it/s" not in proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[-2].startswith("test accuracy: model ") and "ema_0.99" in lines[-2]
+    assert lines[-1] == f"run directory: {tmp_path}"
+    assert any(x.startswith("final evaluation: 3 model(s)") for x in lines)

@@ -1,0 +1,151 @@
+"""Every shell command of README.md, run as bash runs it, in order, in a scratch workspace.
+
+The workspace links the project's code and .venv and holds generated CIFAR-10 and MNIST files in
+the real formats (no download here). Where a command would train for long, fast settings are
+appended (debug=fast, a sweep collapsed to a few jobs); cluster commands run on this machine's
+stand-ins (submitit_local for submitit_slurm, a PostgreSQL server started here, both torchrun
+"nodes" on 127.0.0.1). The README's plots.py commands are run by
+tests/test_figures.py::test_the_readmes_plots_commands_work_as_typed on a folder named as the
+README's sweeps name theirs; `make test` is this suite itself.
+
+Marked `readme`: `make test-readme` runs it, and CI runs it after `make test`.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from tests.datafiles import write_cifar10, write_idx
+from tests.postgres import free_port, postgres_server, why_not
+
+pytestmark = [pytest.mark.readme, pytest.mark.xdist_group("readme")]
+
+LINKED = ("train.py", "tune.py", "eval.py", "plots.py", "conf", "src", "hydra_plugins",
+          "Makefile", "requirements.txt", ".venv")
+SKIPPED = {"make test": "this suite itself"}
+# (pattern of a command, settings appended to each train.py / tune.py / torchrun invocation)
+FAST = [
+    (r"", ["debug=fast"]),
+    (r"tune\.py", ["hydra.sweeper.n_trials=2"]),
+    (r"experiment=ema_resnet20_cifar10", ["model=mlp", "seed=1111"]),
+    (r"experiment=prune_resnet20_cifar10", ["pruning.keep_ratios.count=2"]),
+    (r"experiment=prune_resnet20_cifar10 (debug|pruning=snip)", ["model=mlp"]),  # no filter_l1
+    (r"experiment=regimes_perceptron_chi0", ["batch_size=16", "task.dt=1"]),
+    (r"experiment=csgd_compressed_sgd", ["optimizer.lr=1e-3", "compression.compressor.decay=0.7"]),
+    (r"-m experiment=record_\w+ lr_grid=\S+$", ["optimizer.lr=0.01", "seed=0"]),
+    (r"lr_grid=\$opt", ["optimizer.lr=0.01", "seed=0"]),
+]
+# (pattern, replacement) applied to the command's text first
+REPLACE = [
+    (r"hydra\.sweeper\.n_trials=\d+", "hydra.sweeper.n_trials=2"),
+    (r"(prune_resnet20_cifar10) seed=0,1,2", r"\1 seed=0,1"),
+    (r"submitit_slurm", "submitit_local"),
+    (r"hydra\.launcher\.(partition|gpus_per_node)=\S+", ""),
+    (r"--nproc_per_node=4 --rdzv", "--nproc_per_node=1 --rdzv"),
+]
+
+
+def readme_commands() -> list[str]:
+    """The bash commands of README.md's ```bash blocks, continuation lines and loops joined."""
+    commands, block, pending = [], False, ""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("```"):
+            block = line.strip() == "```bash" and not block
+            continue
+        if not block or (not pending and (not line.strip() or line.lstrip().startswith("#"))):
+            continue
+        pending = f"{pending}\n{line}" if pending else line
+        complete = subprocess.run(["bash", "-n", "-c", pending], capture_output=True).returncode
+        if not pending.rstrip().endswith("\\") and complete == 0:
+            commands.append(pending)
+            pending = ""
+    return commands
+
+
+def uncommented(line: str) -> str:
+    """A line without its trailing comment (a '#' after a blank, outside quotes)."""
+    quote = None
+    for i, char in enumerate(line):
+        if char in "'\"" and quote in (None, char):
+            quote = None if quote else char
+        elif char == "#" and quote is None and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+    return line
+
+
+def fast(command: str, postgres_url: str | None) -> str | None:
+    """The command as this test runs it (None: not run here)."""
+    if command.split("#")[0].strip() in SKIPPED or "plots.py" in command:
+        return None
+    text = "\n".join(uncommented(line) for line in command.replace("\\\n", " ").splitlines())
+    for pattern, replacement in REPLACE:
+        text = re.sub(pattern, replacement, text)
+    if "postgresql://" in text:
+        if postgres_url is None:
+            return None
+        text = re.sub(r"postgresql://\S+", postgres_url, text)
+    extra: list[str] = []
+    for pattern, settings in FAST:
+        if re.search(pattern, text.strip()):
+            extra += [s for s in settings if s.split("=")[0] + "=" not in text]
+    invocation = r"(\.venv/bin/(?:python (?:train|tune)\.py|torchrun [^;&]*?train\.py)[^;&\n]*)"
+    text = re.sub(invocation, lambda m: m.group(1).rstrip() + " " + " ".join(extra), text)
+    if "--nnodes=2" in text:  # both "nodes" on this machine, meeting at 127.0.0.1
+        node = text.strip().replace("node01:29500", f"127.0.0.1:{free_port()}")
+        text = f"{node} & a=$!; {node} & b=$!; wait $a && wait $b"
+    if "optuna-dashboard" in text:  # a server: it must start and keep serving
+        # The README's default search ran here with debug=fast: its study has another digest.
+        text = re.sub(r"outputs/tune/[^/]+/optuna\.db",
+                      "$(ls outputs/tune/digits-mlp-val_acc-*/optuna.db | head -n 1)", text)
+        text = f"timeout 8 {text.strip()} --port {free_port()}; test $? = 124"
+    return text
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("readme")
+    for name in LINKED:
+        (work / name).symlink_to(ROOT / name)
+    write_cifar10(work / "data", per_batch=100)  # 500 training images, 100 test images
+    raw = work / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    write_idx(raw, "train", rng.integers(0, 256, (600, 28, 28)), rng.integers(0, 10, 600))
+    write_idx(raw, "t10k", rng.integers(0, 256, (200, 28, 28)), rng.integers(0, 10, 200))
+    return work
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    if why_not() is not None:
+        yield None
+        return
+    with postgres_server() as url:
+        yield url
+
+
+COMMANDS = readme_commands()
+
+
+def test_the_readme_commands_are_found():
+    assert len(COMMANDS) >= 45
+    assert any(c.startswith("for opt in") for c in COMMANDS)
+    assert any("--nnodes=2" in c for c in COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[c.split("#")[0].strip()[:80] for c in COMMANDS])
+def test_a_readme_command_works_as_typed(workspace, postgres_url, command):
+    line = fast(command, postgres_url)
+    if line is None:
+        pytest.skip("make test is this suite; plots.py commands: tests/test_figures.py"
+                    if postgres_url or "postgresql" not in command else why_not())
+    proc = subprocess.run(["bash", "-c", line], cwd=workspace, text=True, capture_output=True,
+                          timeout=600)
+    assert proc.returncode == 0, f"{line}\n{proc.stdout[-2500:]}\n{proc.stderr[-2500:]}"
+    assert "Traceback" not in proc.stderr, proc.stderr[-2500:]
