@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: setup train test test-fast lint clean
+.PHONY: setup train test test-fast test-readme lint clean
 # test processes (pytest-xdist)
 JOBS ?= 2
 
@@ -21,14 +21,19 @@ $(STAMP): requirements.txt
 train: setup
 	$(PY) train.py
 
+# The whole suite but the README's commands (test-readme; CI runs both).
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n $(JOBS) --dist loadscope
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not readme"
 
 # Everything but the end-to-end tests marked slow (kills, parallel processes, clusters, servers).
 test-fast: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n $(JOBS) --dist loadscope -m "not slow"
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not slow and not readme"
+
+# Every shell command of README.md, run as typed in a scratch workspace (tests/test_readme.py).
+test-readme: setup
+	$(PY) -m pytest -q -m readme tests/test_readme.py
 
 lint: setup
 	$(PY) -m ruff check .
