@@ -88,9 +88,32 @@ def test_one_update_is_the_spec_formula():
 
 def test_warmup_follows_timm_v3():
     ema = EMA(net(), [0.9999], warmup={"gamma": 1.0, "power": 2 / 3})
-    for t in (1, 10, 1000):
-        assert ema.decay_at(0.9999, t) == pytest.approx(min(0.9999, 1 - (1 + t) ** (-2 / 3)))
+    assert ema.decay_at(0.9999, 1) == 0.0  # the first update copies the model
+    for t in (2, 10, 1000):
+        assert ema.decay_at(0.9999, t) == pytest.approx(min(0.9999, 1 - t ** (-2 / 3)))
     assert ema.decay_at(0.9999, 10**9) == 0.9999
+
+
+@pytest.mark.parametrize("gamma,power", [(1.0, 2 / 3), (10.0, 0.75)])
+def test_warmup_matches_timm_model_ema_v3_step_by_step(gamma, power):
+    timm_ema = pytest.importorskip("timm.utils.model_ema")
+    model = net()
+    ema = EMA(model, [0.99], warmup={"gamma": gamma, "power": power})
+    ref = timm_ema.ModelEmaV3(model, decay=0.99, use_warmup=True, warmup_gamma=gamma,
+                              warmup_power=power)
+    updates = 0
+
+    def both() -> None:
+        nonlocal updates
+        updates += 1  # timm's train.py passes the optimizer-update count, 1-based
+        assert ema.decay_at(0.99, updates) == pytest.approx(ref.get_decay(updates), abs=1e-15)
+        ema.update()
+        ref.update(model, step=updates)
+
+    train_steps(model, 30, both)
+    ours = ema.state_of("ema_0.99")
+    for key, value in ref.module.state_dict().items():
+        torch.testing.assert_close(ours[key], value, rtol=1e-6, atol=1e-7)
 
 
 def test_state_dict_round_trip_and_decay_mismatch():

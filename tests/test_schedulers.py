@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.optim import lr_scheduler
 
+from src.optim.schedulers import scale_milestones
 from tests.conftest import CONF
 
 SPE, EPOCHS = 7, 12  # steps per epoch, epochs
@@ -57,6 +58,33 @@ def test_milestones_fall_on_the_spec_epochs_at_180_epochs():
     factor = sched.lr_lambdas[0]
     assert factor(2 * 90 - 1) == 1.0 and factor(2 * 90) == pytest.approx(0.1)
     assert factor(2 * 135 - 1) == pytest.approx(0.1) and factor(2 * 135) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("epochs,expected", [
+    (180, (90, 135)), (12, (6, 9)), (6, (3, 5)),  # 4.5 goes to 5, not to the even 4
+    (3, (1, 2)), (2, (1, 1)), (1, (1, 1)), (360, (180, 270)), (7, (4, 5)),
+])
+def test_scaled_milestones_keep_every_drop_in_order(epochs, expected):
+    assert scale_milestones([90, 135], 180, epochs) == expected
+
+
+@pytest.mark.parametrize("epochs", [2, 3, 6, 12])
+def test_a_short_multistep_run_makes_both_drops(epochs):
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    cfg = OmegaConf.load(CONF / "scheduler" / "multistep_he.yaml")
+    factor = instantiate(cfg)(opt, steps_per_epoch=1, epochs=epochs).lr_lambdas[0]
+    assert factor(0) == 1.0 and factor(epochs - 1) == pytest.approx(0.01)
+
+
+def test_cutouts_three_drops_stay_distinct_while_the_run_has_room():
+    assert scale_milestones([60, 120, 160], 180, 4) == (1, 2, 3)
+    assert scale_milestones([60, 120, 160], 180, 6) == (2, 4, 5)
+
+
+@pytest.mark.parametrize("milestones", [[135, 90], [0, 90], [90, 180]])
+def test_milestones_out_of_order_or_range_are_rejected(milestones):
+    with pytest.raises(ValueError, match="scheduler.milestones"):
+        scale_milestones(milestones, 180, 12)
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine", "constant", "multistep_cutout"])

@@ -23,8 +23,9 @@ def ema_name(decay: float) -> str:
 class EMA:
     """Averages of `model`'s state dict for each decay in `decays`.
 
-    warmup: optional {"gamma": g, "power": p}: at update t (1-based) the decay used is
-    min(decay, 1 - (1 + t / g) ** -p), timm ModelEmaV3's warm-up. None keeps the decay fixed.
+    warmup: optional {"gamma": g, "power": p}: timm ModelEmaV3's warm-up. Update t (1-based)
+    uses min(decay, 1 - (1 + (t - 1) / g) ** -p): the first update copies the model (decay 0),
+    as timm's does when given the update count. None keeps the decay fixed (ModelEmaV2).
     """
 
     def __init__(self, model: nn.Module, decays: Sequence[float],
@@ -55,7 +56,7 @@ class EMA:
         """The decay applied at update number t (1-based)."""
         if self.warmup is None:
             return decay
-        warm = 1.0 - (1.0 + t / self.warmup["gamma"]) ** -self.warmup["power"]
+        warm = 1.0 - (1.0 + (t - 1) / self.warmup["gamma"]) ** -self.warmup["power"]
         return min(decay, max(warm, 0.0))
 
     @torch.no_grad()

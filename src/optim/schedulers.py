@@ -100,12 +100,36 @@ def linear(optimizer: Optimizer, steps_per_epoch: int, epochs: int,
     return LambdaLR(optimizer, Linear(steps_per_epoch, epochs, warmup_steps))
 
 
+def scale_milestones(milestones: list[int], reference_epochs: int,
+                     epochs: int) -> tuple[int, ...]:
+    """The milestone epochs of a `reference_epochs` schedule for a run of `epochs`.
+
+    Each milestone goes to the nearest epoch of m * epochs / reference (halves round up), kept
+    within 1..epochs-1 so that every drop happens, and drops stay distinct and in order while
+    the run has room for them: 90, 135 of 180 give 1, 1 for 2 epochs, 1, 2 for 3, 3, 5 for 6.
+    A 1-epoch run has no later epoch to drop at and keeps its learning rate.
+    """
+    if reference_epochs < 1 or sorted(milestones) != list(milestones) or (
+            milestones and not 0 < milestones[0] <= milestones[-1] < reference_epochs):
+        raise ValueError(f"scheduler.milestones={list(milestones)} must increase within "
+                         f"1..{reference_epochs - 1} (scheduler.reference_epochs - 1)")
+    last = epochs - 1
+    scaled = [min(max(math.floor(m * epochs / reference_epochs + 0.5), 1), max(last, 1))
+              for m in milestones]
+    if len(scaled) <= last:  # room for distinct drops: push clashes later, then back in range
+        for i in range(1, len(scaled)):
+            scaled[i] = max(scaled[i], scaled[i - 1] + 1)
+        for i in reversed(range(len(scaled))):
+            scaled[i] = min(scaled[i], last - (len(scaled) - 1 - i))
+    return tuple(scaled)
+
+
 def multistep(optimizer: Optimizer, steps_per_epoch: int, epochs: int,
               milestones: list[int], reference_epochs: int, gamma: float,
               warmup_steps: int = 0) -> LambdaLR:
-    """lr x gamma at each milestone epoch; milestones scale as round(m * epochs / reference)."""
+    """lr x gamma at each milestone epoch, scaled to the run's length by scale_milestones."""
     _check(steps_per_epoch, epochs, warmup_steps)
-    scaled = tuple(round(m * epochs / reference_epochs) for m in milestones)
+    scaled = scale_milestones(list(milestones), reference_epochs, epochs)
     return LambdaLR(optimizer, MultiStep(steps_per_epoch, epochs, warmup_steps, scaled, gamma))
 
 
