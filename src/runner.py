@@ -172,18 +172,28 @@ def versions() -> dict[str, str]:
 
 
 def final_metrics(trainer: Trainer, state: TrainState, data: DataBundle) -> dict[str, float]:
-    """Final and best (lowest val loss) state of the raw and every averaged model on each split."""
+    """Final and best (lowest val loss) state of the raw and every averaged model on each split.
+
+    A best state that equals the final one (the last epoch was the best) is not evaluated again.
+    """
     metrics: dict[str, float] = {}
     for name in trainer.model_names():
         prefix = metric_prefix(name)
         final = None if name == RAW else trainer.ema.state_of(name)
-        for tag, weights in (("", final), ("best/", state.best[name]["state"])):
+        best = state.best[name]["state"]
+        current = trainer.state_of(name)
+        same = current.keys() == best.keys() and all(torch.equal(current[k], best[k])
+                                                      for k in best)
+        for tag, weights in (("", final),) if same else (("", final), ("best/", best)):
             module = trainer.module_with(weights)
             for split in SPLITS:
                 m = evaluate(module, getattr(data, "train_eval" if split == "train" else split),
                              trainer.fast)
                 metrics[f"{prefix}{tag}{split}_loss"] = m["loss"]
                 metrics[f"{prefix}{tag}{split}_acc"] = m["acc"]
+        if same:
+            metrics.update({f"{prefix}best/{split}_{m}": metrics[f"{prefix}{split}_{m}"]
+                            for split in SPLITS for m in ("loss", "acc")})
         metrics[f"{prefix}best/epoch"] = state.best[name]["epoch"]
     return metrics
 
@@ -326,8 +336,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     else:
         t_eval = time.perf_counter()
         names = trainer.model_names()
-        log.info("final evaluation: %d model(s) (%s), final and best states, on train, val and "
-                 "test", len(names), ", ".join(names))
+        log.info("final evaluation: %d model(s) (%s), final and best states (a best that is "
+                 "the final state once), on train, val and test", len(names), ", ".join(names))
         metrics = final_metrics(trainer, state, data)
         summary.update(status="completed", metrics=metrics, objective=metrics[cfg.objective],
                        final_eval_s=time.perf_counter() - t_eval)

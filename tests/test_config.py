@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from hydra.utils import get_method
@@ -63,3 +65,32 @@ def test_each_model_family_trains_one_debug_epoch_in_process(tmp_path, model):
     assert 0.0 <= objective <= 1.0
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["step"] == 256 // 32
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_final_evaluation_evaluates_each_distinct_state_once(tmp_path, monkeypatch, epochs):
+    import src.runner as runner
+
+    calls = []
+
+    def counted(module, loader, fast):
+        calls.append(module)
+        return evaluate(module, loader, fast)
+
+    evaluate = runner.evaluate
+    monkeypatch.setattr(runner, "evaluate", counted)
+    cfg = compose_train([*SMALL_FAKE, "model=mlp", f"epochs={epochs}", "device=cpu",
+                         "optimizer.lr=0.5", "averaging.decays=[0.5]",
+                         "trainer.progress=false", "trainer.tensorboard=false"])
+    run(cfg, tmp_path)
+    metrics = json.loads((tmp_path / "summary.json").read_text())["metrics"]
+    distinct = 0
+    for prefix in ("", "ema_0.5/"):
+        last = metrics[f"{prefix}best/epoch"] == epochs
+        distinct += 1 if last else 2
+        if last:  # the best state is the final one: its numbers are the final ones
+            for key in ("train_loss", "val_acc", "test_acc", "test_loss"):
+                assert metrics[f"{prefix}best/{key}"] == metrics[f"{prefix}{key}"]
+    assert len(calls) == 3 * distinct  # train, val and test of each distinct state
+    if epochs == 1:
+        assert distinct == 2  # one epoch: the best is the final state of both models

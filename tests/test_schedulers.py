@@ -83,7 +83,7 @@ def test_cutouts_three_drops_stay_distinct_while_the_run_has_room():
 
 @pytest.mark.parametrize("milestones", [[135, 90], [0, 90], [90, 180]])
 def test_milestones_out_of_order_or_range_are_rejected(milestones):
-    with pytest.raises(ValueError, match="scheduler.milestones"):
+    with pytest.raises(ValueError, match=r"scheduler\.milestones"):
         scale_milestones(milestones, 180, 12)
 
 
