@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 from pathlib import Path
 from urllib.error import URLError
 
@@ -14,7 +16,7 @@ from omegaconf import OmegaConf
 
 from src.data import sources
 from src.data.loader import DeviceData, split_train_val, subset
-from src.data.sources import DatasetNotFoundError, RawData
+from src.data.sources import DatasetFileError, DatasetNotFoundError, RawData
 from tests.datafiles import write_cifar10, write_cifar100, write_mnist_tree, write_pickle
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
@@ -100,6 +102,65 @@ def test_idx_datasets_parse(tmp_path, name, folder, mean):
     assert data.train_y.tolist() == arrays["train_y"].tolist()
     assert data.test_y.tolist() == arrays["test_y"].tolist()
     assert data.mean == pytest.approx((mean * 255,))
+
+
+def gzip_idx_files(raw: Path, into: Path) -> dict[str, str]:
+    """Replace the idx files of `raw` by their .gz in `into`; the .gz files' md5s by name."""
+    into.mkdir(parents=True, exist_ok=True)
+    md5s = {}
+    for path in sorted(raw.glob("*-ubyte")):
+        gz = into / f"{path.name}.gz"
+        gz.write_bytes(gzip.compress(path.read_bytes(), mtime=0))
+        md5s[gz.name] = hashlib.md5(gz.read_bytes()).hexdigest()
+        path.unlink()
+    return md5s
+
+
+@pytest.mark.parametrize("where", ["MNIST/raw", "MNIST", "."])
+def test_only_the_official_gz_files_are_decompressed_without_the_network(
+        tmp_path, monkeypatch, caplog, where):
+    arrays = write_mnist_tree(tmp_path, "MNIST")
+    md5s = gzip_idx_files(tmp_path / "MNIST" / "raw", tmp_path / where)
+
+    def offline(self):
+        raise AssertionError("the .gz files are there: no download")
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", offline)
+    # Published checksums that match these files: decompressed without a word.
+    monkeypatch.setattr(torchvision.datasets.MNIST, "resources", list(md5s.items()))
+    with caplog.at_level("WARNING"):
+        data = sources.mnist(root=str(tmp_path), download=True, checksums="strict")
+    assert torch.equal(data.train_x[:, 0], torch.from_numpy(arrays["train_x"]))
+    assert data.test_y.tolist() == arrays["test_y"].tolist()
+    assert sorted(p.name for p in (tmp_path / "MNIST" / "raw").glob("*-ubyte")) == sorted(
+        n.removesuffix(".gz") for n in md5s)
+    assert not caplog.records
+
+
+def test_gz_files_that_differ_from_the_published_ones_warn_or_are_refused(tmp_path, caplog):
+    write_mnist_tree(tmp_path, "MNIST")
+    gzip_idx_files(tmp_path / "MNIST" / "raw", tmp_path / "MNIST" / "raw")
+    with pytest.raises(DatasetFileError, match="differs from the published mnist file") as info:
+        sources.mnist(root=str(tmp_path), checksums="strict")
+    assert "\n" not in str(info.value) and "dataset.checksums=warn" in str(info.value)
+    assert not list((tmp_path / "MNIST" / "raw").glob("*-ubyte"))  # nothing decompressed
+    with caplog.at_level("WARNING"):
+        data = sources.mnist(root=str(tmp_path))  # checksums=warn: read, and said
+    assert data.train_x.shape == (6, 1, 28, 28)
+    assert any("differs from the published" in r.getMessage() for r in caplog.records)
+
+
+def test_a_truncated_gz_is_one_line_and_leaves_no_partial_file(tmp_path):
+    write_mnist_tree(tmp_path, "MNIST")
+    raw = tmp_path / "MNIST" / "raw"
+    gzip_idx_files(raw, raw)
+    gz = raw / "train-images-idx3-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:40])
+    with pytest.raises(DatasetFileError, match="truncated or damaged") as info:
+        sources.mnist(root=str(tmp_path), checksums="off")
+    assert str(gz) in str(info.value)
+    assert not (raw / "train-images-idx3-ubyte").exists()
+    assert not [p for p in raw.iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,13 @@ device-side loader can normalise with `(x.float() - mean) / std`.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
+import os
 import pickle
+import shutil
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +112,27 @@ _IDX_FILES = (
 )
 
 
+def _decompress_idx(name: str, raw: Path, published: dict[str, str], checksums: str) -> None:
+    """Decompress each missing idx file of `raw` from its .gz, where one is found."""
+    for file in _IDX_FILES:
+        target = raw / file
+        found = [p / f"{file}.gz" for p in (raw, raw.parent, raw.parent.parent)]
+        source = next((p for p in found if p.is_file()), None)
+        if target.is_file() or source is None:
+            continue
+        check_published(source, published.get(source.name), name, checksums)
+        raw.mkdir(parents=True, exist_ok=True)
+        partial = raw / f".{file}.{os.getpid()}.partial"
+        try:
+            with gzip.open(source, "rb") as f, open(partial, "wb") as out:
+                shutil.copyfileobj(f, out, 1 << 20)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            partial.unlink(missing_ok=True)
+            raise _damaged(source, e) from None
+        os.replace(partial, target)  # readers never see a half-written file
+        log.info("decompressed %s into %s", source, target)
+
+
 def _idx_dataset(
     name: str,
     cls: type[torchvision.datasets.MNIST],
@@ -115,13 +140,21 @@ def _idx_dataset(
     download: bool,
     mean: float,
     std: float,
+    checksums: str = "warn",
 ) -> RawData:
-    """MNIST-style idx files read by torchvision from `<root>/<cls.__name__>/raw/`."""
+    """MNIST-style idx files read by torchvision from `<root>/<cls.__name__>/raw/`.
+
+    The official .gz files alone (what torchvision's download leaves, or copied in by hand, in
+    that folder, in `<root>/<cls.__name__>/` or in `<root>/`) are checked against the published
+    md5 and decompressed into it.
+    """
     raw = Path(root) / cls.__name__ / "raw"
 
     def present() -> bool:
         return all((raw / f).is_file() for f in _IDX_FILES)
 
+    if not present():
+        _decompress_idx(name, raw, dict(cls.resources), checksums)
     if not present() and download:
         _download(name, raw, lambda: cls(root, train=True, download=True))
     if not present():
@@ -143,19 +176,21 @@ def _idx_dataset(
     )
 
 
-def mnist(root: str, download: bool = False) -> RawData:
+def mnist(root: str, download: bool = False, checksums: str = "warn") -> RawData:
     """MNIST: 60k train / 10k test, x uint8 (N, 1, 28, 28), 10 classes."""
     import torchvision
 
-    return _idx_dataset("mnist", torchvision.datasets.MNIST, root, download, 0.1307, 0.3081)
+    return _idx_dataset("mnist", torchvision.datasets.MNIST, root, download, 0.1307, 0.3081,
+                        checksums)
 
 
-def fashion_mnist(root: str, download: bool = False) -> RawData:
+def fashion_mnist(root: str, download: bool = False, checksums: str = "warn") -> RawData:
     """Fashion-MNIST: 60k train / 10k test, x uint8 (N, 1, 28, 28), 10 classes."""
     import torchvision
 
     return _idx_dataset(
-        "fashion_mnist", torchvision.datasets.FashionMNIST, root, download, 0.2860, 0.3530
+        "fashion_mnist", torchvision.datasets.FashionMNIST, root, download, 0.2860, 0.3530,
+        checksums
     )
 
 
