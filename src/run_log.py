@@ -17,7 +17,15 @@ from omegaconf import DictConfig, OmegaConf
 # config digest, of a study's identity and of the settings figures group runs by.
 RESULT_NEUTRAL = ("device", "data_dir", "dataset.download", "dataset.source.root",
                   "dataset.source.download", "trainer.progress", "trainer.tensorboard",
-                  "trainer.keep_epochs", "dataset.checksums", "dataset.source.checksums")
+                  "trainer.keep_epochs", "trainer.full_train_eval", "trainer.history_names",
+                  "dataset.checksums", "dataset.source.checksums")
+
+
+def neutral(key: str, keys: tuple[str, ...] = RESULT_NEUTRAL) -> bool:
+    """Whether a flattened config key is one of `keys` or lies below one (a.b.c below a.b)."""
+    return key in keys or any(key.startswith(f"{k}.") for k in keys)
+
+
 HISTORY = "history.jsonl"
 STEPS = "steps.jsonl"
 SUMMARY = "summary.json"
@@ -138,7 +146,7 @@ def hparams_of(cfg: DictConfig) -> dict[str, bool | int | float | str]:
             if choice is not None:
                 hp[group] = str(choice)
         typed = [o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task]
-        keys = [k for k in typed if k not in GROUP_CHOICES and k not in RESULT_NEUTRAL] + keys
+        keys = [k for k in typed if k not in GROUP_CHOICES and not neutral(k)] + keys
     for key in dict.fromkeys(keys):
         if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
             continue

@@ -31,9 +31,9 @@ from src.errors import CheckpointError, ConfigError, UserError, one_line
 from src.evaluate import evaluate
 from src.fast_path import FastPath
 from src.run_log import (
-    RESULT_NEUTRAL,
     SUMMARY,
     RunLog,
+    neutral,
     read_json,
     start_job_record,
     write_json_atomic,
@@ -116,6 +116,17 @@ def metric_names(cfg: DictConfig) -> list[str]:
             for split in SPLITS for m in ("loss", "acc")]
 
 
+def history_keys(cfg: DictConfig) -> set[str]:
+    """The per-epoch scalars every record of this config's history.jsonl holds."""
+    keys = {"epoch", "step", "lr", "train_loss", "train_acc", "samples_per_s", "epoch_s",
+            "wall_s", "model_norm", "grad_norm"}
+    keys |= {f"{metric_prefix(n)}val_{m}" for n in [RAW, *map(ema_name, cfg.averaging.decays)]
+             for m in ("loss", "acc")}
+    if cfg.trainer.full_train_eval:
+        keys |= {"full_train_loss", "full_train_acc", "full_train_eval_s"}
+    return keys
+
+
 def check_config(cfg: DictConfig) -> None:
     """One-line ConfigError for values the run cannot use."""
     for key, low, high in (("num_bits", 1, 32), ("workers", 1, None), ("epochs", 1, None),
@@ -131,6 +142,11 @@ def check_config(cfg: DictConfig) -> None:
     if init_seed is not None and (not isinstance(init_seed, int) or init_seed < 0):
         raise ConfigError(f"init_seed={init_seed} is not a seed: use an integer >= 0, or null to "
                           f"initialise from seed")
+    epoch_keys = history_keys(cfg)
+    for name, key in cfg.trainer.history_names.items():
+        if key not in epoch_keys:
+            raise ConfigError(f"trainer.history_names.{name}={key} is not a history key of this "
+                              f"run: use one of {', '.join(sorted(epoch_keys))}")
     names = metric_names(cfg)
     if cfg.objective not in names:
         raise ConfigError(f"objective={cfg.objective} is not a metric of this run: use one of "
@@ -141,7 +157,7 @@ def check_config(cfg: DictConfig) -> None:
 def config_digest(cfg: DictConfig) -> str:
     """Fingerprint of everything that determines a run's results."""
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
-    kept = {k: v for k, v in flat.items() if k not in RESULT_NEUTRAL}
+    kept = {k: v for k, v in flat.items() if not neutral(k)}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -91,6 +91,8 @@ class Trainer:
         self.grad_clip = cfg.grad_clip
         self.log_every, self.progress = max(1, cfg.log_every), cfg.progress
         self.train_eval_every = cfg.train_eval_every
+        self.full_train_eval = cfg.full_train_eval
+        self.history_names = dict(cfg.history_names)
         self.batch_size, self.workers = batch_size, workers
         self.exchange, self.dist, self.masks = exchange, dist, masks
         self.forward_model = forward_model or model
@@ -135,10 +137,13 @@ class Trainer:
                 t0 = time.perf_counter()
                 record = self.train_epoch(epoch, state)
                 record.update(self.validate(state, epoch + 1))
+                if self.full_train_eval:
+                    record.update(self.evaluate_train_set())
                 state.epoch = epoch + 1
                 epoch_s = time.perf_counter() - t0
                 state.wall_s += epoch_s
                 record.update(epoch_s=epoch_s, wall_s=state.wall_s)
+                record.update({name: record[key] for name, key in self.history_names.items()})
                 self.run_log.append(record)
                 log.info(self.describe(record))
                 self.on_epoch_end(state)
@@ -289,6 +294,14 @@ class Trainer:
                                     "state": {k: v.detach().clone()
                                               for k, v in self.state_of(name).items()}}
         return out
+
+    def evaluate_train_set(self) -> dict[str, float]:
+        """The raw model on the whole training set, without augmentation, and its time."""
+        t0 = time.perf_counter()
+        metrics = evaluate(self.model, self.data.train_eval, self.fast)
+        self.model.train()
+        return {"full_train_loss": metrics["loss"], "full_train_acc": metrics["acc"],
+                "full_train_eval_s": time.perf_counter() - t0}
 
     def describe(self, r: dict) -> str:
         parts = [f"epoch {r['epoch']}/{self.epochs}", f"lr {r['lr']:.4g}",

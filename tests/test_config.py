@@ -9,9 +9,11 @@ import torch
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
-from src.runner import config_digest, run
+from src.errors import ConfigError
+from src.runner import check_config, config_digest, run
 from src.sweeps.cli import run_name
 from tests.conftest import CONF, SMALL_FAKE, compose_train
+from tests.datafiles import write_mnist_tree
 
 GROUPS = ["dataset", "model", "optimizer", "scheduler", "averaging", "compression", "pruning",
           "task", "lr_grid", "experiment"]
@@ -94,3 +96,39 @@ def test_final_evaluation_evaluates_each_distinct_state_once(tmp_path, monkeypat
     assert len(calls) == 3 * distinct  # train, val and test of each distinct state
     if epochs == 1:
         assert distinct == 2  # one epoch: the best is the final state of both models
+
+
+@pytest.mark.parametrize("preset", ["csgd_sgd", "csgd_sign_sgd", "csgd_compressed_sgd"])
+def test_compressed_sgd_presets_train_on_every_training_image_and_use_the_seeds_names(
+        tmp_path, preset):
+    write_mnist_tree(tmp_path / "data", "MNIST")  # 6 training and 3 test images
+    cfg = compose_train([f"experiment={preset}", f"data_dir={tmp_path / 'data'}", "epochs=1",
+                         "batch_size=2", "workers=1", "device=cpu", "trainer.progress=false",
+                         "trainer.tensorboard=false"])
+    run(cfg, tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "history.jsonl").read_text().splitlines()[0])
+    assert record["step"] == 3  # all 6 training images, 2 per step: none carved for validation
+    assert record["avg_epoch_acc_hist"] == record["train_acc"]
+    assert record["avg_epoch_loss_hist"] == record["train_loss"]
+    assert record["batch_acc_hist"] == record["full_train_acc"]
+    assert record["batch_loss_hist"] == record["full_train_loss"]
+    assert round(record["full_train_acc"] * 6, 9).is_integer()  # over the 6 training images
+    assert record["full_train_eval_s"] > 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["metrics"]["val_acc"] == summary["metrics"]["test_acc"]  # test validates
+
+
+def test_a_history_name_for_a_key_the_run_lacks_is_refused():
+    cfg = compose_train([*SMALL_FAKE, "+trainer.history_names.acc=full_train_acc"])
+    with pytest.raises(ConfigError, match=r"trainer\.history_names\.acc=full_train_acc .*"
+                                          r"use one of .*train_acc"):
+        check_config(cfg)
+    check_config(compose_train([*SMALL_FAKE, "+trainer.history_names.acc=full_train_acc",
+                                "trainer.full_train_eval=true"]))
+
+
+def test_full_train_eval_and_history_names_leave_the_digest_alone():
+    plain = compose_train(SMALL_FAKE)
+    more = compose_train([*SMALL_FAKE, "trainer.full_train_eval=true",
+                          "+trainer.history_names.acc=train_acc"])
+    assert config_digest(plain) == config_digest(more)

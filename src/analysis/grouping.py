@@ -21,7 +21,7 @@ import pandas as pd
 from src.analysis import labels
 from src.analysis.runs import GROUPS, Run
 from src.errors import ConfigError
-from src.run_log import RESULT_NEUTRAL
+from src.run_log import RESULT_NEUTRAL, neutral
 
 SEEDS = ("seed", "init_seed")
 # Besides RESULT_NEUTRAL: what is logged or evaluated when, and what a sweeper is told.
@@ -42,7 +42,7 @@ def token(value: Any) -> str:
 
 def settings_frame(runs: Sequence[Run]) -> pd.DataFrame:
     """One row per run, one column per config key that could tell settings apart (tokens)."""
-    rows = [{k: token(v) for k, v in r.config.items() if k not in NEUTRAL} for r in runs]
+    rows = [{k: token(v) for k, v in r.config.items() if not neutral(k, NEUTRAL)} for r in runs]
     return pd.DataFrame(rows).fillna(MISSING)
 
 

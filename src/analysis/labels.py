@@ -52,6 +52,18 @@ WHOLE = {  # keys that are a quantity of their own
     "wall_s": Quantity("wall time", "s", low=0.0),
     "samples_per_s": Quantity("throughput", "samples/s", low=0.0),
     "bits_per_element": Quantity("bits per element", low=0.0),
+    "full_train_acc": Quantity("accuracy on the whole training set", **PERCENT,
+                               higher_is_better=True),
+    "full_train_loss": Quantity("loss on the whole training set", "nats", low=0.0),
+    "full_train_eval_s": Quantity("training-set evaluation time", "s", low=0.0),
+    # the compressed-SGD seed's names (its presets add them to history)
+    "avg_epoch_acc_hist": Quantity("training accuracy, mean over the epoch's batches", **PERCENT,
+                                   higher_is_better=True),
+    "avg_epoch_loss_hist": Quantity("training loss, mean over the epoch's batches", "nats",
+                                    low=0.0),
+    "batch_acc_hist": Quantity("accuracy on the whole training set", **PERCENT,
+                               higher_is_better=True),
+    "batch_loss_hist": Quantity("loss on the whole training set", "nats", low=0.0),
     "prune_potential@0.5": Quantity("prune potential at +0.5% error", **PERCENT,
                                     higher_is_better=True),
 }

@@ -52,7 +52,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from src.errors import ConfigError
-from src.run_log import RESULT_NEUTRAL
+from src.run_log import neutral
 from src.sweeps.cli import report_user_errors
 from src.sweeps.report import new_report
 
@@ -125,7 +125,7 @@ def study_identity(config: DictConfig, space: dict[str, Any], fixed: dict[str, s
                    objective: str, direction: str) -> str:
     """'<dataset>-<model>-<objective>-<digest>': the digest covers everything that defines the
     search, so two searches share a study only if they search the same thing."""
-    defining = {"fixed": sorted(f"{k}={v}" for k, v in fixed.items() if k not in RESULT_NEUTRAL),
+    defining = {"fixed": sorted(f"{k}={v}" for k, v in fixed.items() if not neutral(k)),
                 "space": sorted(f"{k}={describe(d)}" for k, d in space.items()),
                 "objective": objective, "direction": direction}
     digest = hashlib.sha256(json.dumps(defining, sort_keys=True).encode()).hexdigest()[:8]
