@@ -154,10 +154,16 @@ def check_config(cfg: DictConfig) -> None:
                           f"<model/>[best/]<train|val|test>_<loss|acc>)")
 
 
+# Settings added after runs were made, with the value that reproduces those runs: at that value
+# they leave the digest as it was, so older run directories still resume and are still found.
+ADDED_LATER = {"task.dynamics": "sgd"}
+
+
 def config_digest(cfg: DictConfig) -> str:
     """Fingerprint of everything that determines a run's results."""
     flat = flatten(OmegaConf.to_container(cfg, resolve=True))
-    kept = {k: v for k, v in flat.items() if not neutral(k)}
+    kept = {k: v for k, v in flat.items()
+            if not neutral(k) and not (k in ADDED_LATER and ADDED_LATER[k] == v)}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -13,13 +13,14 @@ import time
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from src.analysis.runs import find_runs
 from src.models.mean_field import ACTIVATIONS, mean_field_mlp, perceptron
 from src.regimes.data import cifar_animal, depleted_sign, mnist_parity, teacher_student
 from src.regimes.losses import margin_loss, mean_loss
 from src.regimes.observables import jacobian, ntk_stats, weight_norms
-from src.regimes.runner import loss_ladder, step_size
+from src.regimes.runner import loss_ladder, sde_gradient, step_size
 from src.run_log import read_jsonl
 from tests.conftest import ROOT, compose_train, run_script, summary, train
 from tests.datafiles import write_cifar10, write_mnist_tree
@@ -167,6 +168,54 @@ def test_ntk_gram_matrix_and_gradient_noise_match_explicit_jacobians():
     g = torch.stack(per_sample)
     assert stats["grad_norm"] == pytest.approx(float(g.mean(0).norm()))
     assert stats["grad_var"] == pytest.approx(float((g - g.mean(0)).pow(2).sum(1).mean()))
+
+
+@pytest.mark.parametrize("bs", [2, 12])
+def test_gd_sde_step_is_the_full_gradient_plus_sgd_scaled_noise(bs):
+    torch.manual_seed(0)
+    net = mean_field_mlp((5,), 1, width=7, depth=2, activation="gelu").double()
+    x = torch.randn(12, 5, dtype=torch.float64)
+    y = torch.where(torch.randn(12) > 0, 1.0, -1.0).double()
+    f0 = (net(x).squeeze(1) * 0.3).detach()
+    xi = torch.randn(12, dtype=torch.float64)
+    alpha, phi = 2.0, margin_loss("soft_hinge")
+    got = torch.cat([g.flatten() for g in sde_gradient(net, phi, alpha, bs)(x, y, f0, xi)])
+    params = list(net.parameters())
+    full = torch.cat([g.flatten() for g in torch.autograd.grad(
+        mean_loss(phi, net(x).squeeze(1) - f0, y, alpha), params)])
+    # l'_mu: the derivative of sample mu's loss phi(alpha y pred)/alpha by its output
+    pred = (net(x).squeeze(1) - f0).detach().requires_grad_()
+    (dloss,) = torch.autograd.grad((phi(alpha * y * pred) / alpha).sum(), pred)
+    sigma = math.sqrt(float(dloss.pow(2).sum()) * (1 / bs - 1 / 12))
+    expected = full + sigma * (xi[:, None] * jacobian(net, x)).mean(0)
+    assert torch.allclose(got, expected, rtol=1e-10, atol=1e-12)
+    if bs == 12:  # the batch is the whole set: no noise, gradient descent
+        assert torch.allclose(got, full)
+
+
+def test_gd_sde_runs_resumable_and_leaves_older_sgd_digests_alone(tmp_path):
+    from src.runner import config_digest
+
+    cfg = compose_train(SMALL)
+    older = OmegaConf.create(OmegaConf.to_container(cfg))
+    del older.task["dynamics"]  # a config from before task.dynamics existed
+    assert config_digest(cfg) == config_digest(older)
+    assert config_digest(compose_train([*SMALL, "task.dynamics=gd_sde"])) != config_digest(cfg)
+    run_dir = tmp_path / "sde"
+    args = [*SMALL, "task.dynamics=gd_sde", "batch_size=16", "task.dt=1", "task.max_step=200"]
+    train(run_dir, *args)
+    s = summary(run_dir)
+    assert s["status"] == "completed" and s["dynamics"] == "gd_sde"
+    assert s["temp"] == pytest.approx(1 / 16)
+    history = read_jsonl(run_dir / "history.jsonl")
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    # the noise is drawn from the run's seed: the same command gives the same run
+    train(tmp_path / "again", *args)
+    assert summary(tmp_path / "again")["metrics"] == s["metrics"]
+    other = run_script("train.py", [*SMALL, "task.dynamics=langevin",
+                                    f"hydra.run.dir={tmp_path / 'bad'}"])
+    assert other.returncode == 2 and "task.dynamics=langevin" in other.stderr
+    assert "sgd, gd_sde" in other.stderr
 
 
 def test_weight_norms_per_layer():

@@ -6,6 +6,12 @@ w <- w - dt grad, each step on `batch_size` fresh points (an epoch's permutation
 replacement; a new permutation when fewer than batch_size points are left); batch_size null is
 full-batch gradient descent. The temperature is T = dt / (batch_size * h).
 
+task.dynamics=gd_sde replaces the mini-batch by SGD's diffusion approximation at the same
+temperature: each step is the full-batch gradient plus sigma * grad_w[(1/P) sum_mu xi_mu f_mu],
+xi ~ N(0, 1) fresh each step, sigma^2 = sum_mu l'_mu^2 (1/B - 1/P) with l'_mu the derivative of
+sample mu's loss with respect to its output (the seed's edm/dynamics.py, noise and all scaled by
+dt as there).
+
 history.jsonl gets one record per checkpoint the moment it is measured (a run stopped by its
 wall-time budget, or killed, keeps its data); checkpoint.pt lets the same command resume.
 """
@@ -45,6 +51,7 @@ log = logging.getLogger(__name__)
 
 SPLIT_KEYS = ("loss", "aloss", "err", "margin", "nd", "pred_mean", "pred_var")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DYNAMICS = ("sgd", "gd_sde")
 
 
 def metric_names() -> list[str]:
@@ -72,6 +79,11 @@ def check_config(cfg: DictConfig) -> None:
                           f"full-batch gradient descent")
     if not task.alpha > 0:
         raise ConfigError(f"task.alpha={task.alpha}: use a positive scale (1/margin)")
+    if task.dynamics not in DYNAMICS:
+        raise ConfigError(f"task.dynamics={task.dynamics}: use one of {', '.join(DYNAMICS)}")
+    if task.dynamics == "gd_sde" and task.compile:
+        raise ConfigError("task.compile=true compiles the mini-batch gradient of "
+                          "task.dynamics=sgd only: set task.compile=false for gd_sde")
     if task.dtype not in DTYPES:
         raise ConfigError(f"task.dtype={task.dtype}: use float32 or float64")
     if cfg.objective not in metric_names():
@@ -108,6 +120,7 @@ class Progress:
     pos: int = 0  # position in the current permutation
     perm: Tensor | None = None
     generator: Tensor | None = None  # generator state just after drawing `perm`
+    noise: Tensor | None = None  # gd_sde: the noise generator's state
 
 
 class Batches:
@@ -167,10 +180,15 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         f0_train = functional_output(model, w0, data.train_x)
         f0_test = functional_output(model, w0, data.test_x)
     params = list(model.parameters())
-    gradient = loss_gradient(model, phi, task.alpha, task.compile)
+    sde = task.dynamics == "gd_sde"
+    gradient = (sde_gradient(model, phi, task.alpha, bs) if sde
+                else loss_gradient(model, phi, task.alpha, task.compile))
     batches = Batches(ptr, bs, cfg.seed + 1_000_003)
     if progress.generator is not None:
         batches.gen.set_state(progress.generator)
+    noise = torch.Generator(device).manual_seed(cfg.seed + 2_000_003)
+    if progress.noise is not None:
+        noise.set_state(progress.noise)
     start_job_record(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     run_log = RunLog(run_dir, cfg.trainer.tensorboard, history, progress.step)
@@ -206,6 +224,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                      "wall_s": progress.wall_s, "next_loss": progress.next_loss,
                      "next_step": progress.next_step, "pos": progress.pos,
                      "perm": progress.perm, "generator": progress.generator,
+                     "noise": noise.get_state(),
                      "model": model.state_dict(), "w0": w0, "k0": k0,
                      "history": run_log.history}, ckpt_path)
 
@@ -235,8 +254,12 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
             save()
             last_save = time.perf_counter()
         for _ in range(min(eval_every, max_step - progress.step)):
-            idx = batches.next(progress) if bs < ptr else slice(None)
-            grads = gradient(data.train_x[idx], data.train_y[idx], f0_train[idx])
+            if sde:
+                xi = torch.randn(ptr, generator=noise, device=device, dtype=dtype)
+                grads = gradient(data.train_x, data.train_y, f0_train, xi)
+            else:
+                idx = batches.next(progress) if bs < ptr else slice(None)
+                grads = gradient(data.train_x[idx], data.train_y[idx], f0_train[idx])
             with torch.no_grad():
                 torch._foreach_add_(params, grads, alpha=-dt)  # plain SGD: w -= dt * grad
             progress.step += 1
@@ -247,7 +270,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     objective = worst_objective(cfg.objective) if diverged else metrics[cfg.objective]
     summary = {"status": "diverged" if diverged else "completed", "stop_reason": stop,
                "metrics": metrics, "objective": objective, "objective_name": cfg.objective,
-               "dt": dt, "temp": temp, "batch_size": bs, "ptr": ptr, "pte": pte, "width": width,
+               "dynamics": task.dynamics, "dt": dt, "temp": temp, "batch_size": bs,
+               "ptr": ptr, "pte": pte, "width": width,
                "alpha": task.alpha, "step": progress.step, "t": progress.step * dt,
                "checkpoints": len(run_log.history), "num_params": num_params,
                "config_digest": digest, "device": str(device), "train_wall_s": progress.wall_s,
@@ -292,6 +316,24 @@ def loss_gradient(model: nn.Module, phi: Callable[[Tensor], Tensor], alpha: floa
     return compiled
 
 
+def sde_gradient(model: nn.Module, phi: Callable[[Tensor], Tensor], alpha: float,
+                 bs: int) -> Callable[[Tensor, Tensor, Tensor, Tensor], list[Tensor]]:
+    """(x, y, f0, xi) -> the gd_sde step direction on all P points (see the module docstring).
+
+    sigma is a number, not differentiated: grad_w of mean loss + sigma * mean(xi * f).
+    """
+    params = list(model.parameters())
+
+    def direction(x: Tensor, y: Tensor, f0: Tensor, xi: Tensor) -> list[Tensor]:
+        out = model(x).squeeze(1)
+        pred = out - f0
+        losses = phi(alpha * y * pred) / alpha
+        (dloss,) = torch.autograd.grad(losses.sum(), pred, retain_graph=True)
+        sigma = (dloss.pow(2).sum() * (1.0 / bs - 1.0 / len(y))).sqrt().detach()
+        return list(torch.autograd.grad(losses.mean() + sigma * (xi * out).mean(), params))
+    return direction
+
+
 def functional_output(model: nn.Module, weights: dict[str, Tensor], x: Tensor) -> Tensor:
     """f(weights, x) as a (N,) tensor, without touching the model's own parameters."""
     return torch.func.functional_call(model, weights, (x,)).squeeze(1)
@@ -324,6 +366,7 @@ def restore(ckpt: dict, model: nn.Module, w0: dict[str, Tensor], progress: Progr
         progress.next_loss, progress.next_step = ckpt["next_loss"], ckpt["next_step"]
         progress.pos, progress.perm = ckpt["pos"], ckpt["perm"]
         progress.generator = ckpt["generator"]
+        progress.noise = ckpt.get("noise")
         k0 = None if ckpt["k0"] is None else ckpt["k0"].to(device)
         return k0, list(ckpt["history"])
     except (KeyError, RuntimeError, TypeError) as e:
