@@ -19,7 +19,7 @@ from src.analysis.runs import find_runs
 from src.models.mean_field import ACTIVATIONS, mean_field_mlp, perceptron
 from src.regimes.data import cifar_animal, depleted_sign, mnist_parity, teacher_student
 from src.regimes.losses import margin_loss, mean_loss
-from src.regimes.observables import jacobian, ntk_stats, weight_norms
+from src.regimes.observables import alignment, jacobian, ntk_stats, weight_norms
 from src.regimes.runner import loss_ladder, sde_gradient, step_size
 from src.run_log import read_jsonl
 from tests.conftest import ROOT, compose_train, run_script, summary, train
@@ -218,6 +218,20 @@ def test_gd_sde_runs_resumable_and_leaves_older_sgd_digests_alone(tmp_path):
     assert "sgd, gd_sde" in other.stderr
 
 
+def test_alignment_with_the_teacher_of_a_known_perceptron():
+    w0 = torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0]])
+    w = torch.tensor([[3.0, 1.0, 0.0, -1.0, 2.0]])  # w_par = 3, ||w_perp||^2 = 6, d - 1 = 4
+    x = torch.tensor([[0.5, 9.0, 9, 9, 9], [-2.0, 0, 0, 0, 0], [4.0, 0, 0, 0, 0]])
+    y = torch.tensor([1.0, -1.0, 1.0])
+    pred = torch.tensor([0.1, -0.1, 2.0])  # alpha y pred = 0.2, 0.2, 4: the first two unfitted
+    got = alignment(w, w0, x, y, pred, alpha=2.0)
+    assert got["align"] == pytest.approx(9 / (6 / 4))
+    assert got["dw_par2"] == pytest.approx(4.0)
+    assert got["dw_perp2"] == pytest.approx((0 + 1 + 4 + 1) / 4)
+    assert got["x1_unfit"] == pytest.approx((0.5 + 2.0) / 2)
+    assert math.isnan(alignment(w, w0, x, y, pred * 100, alpha=2.0)["x1_unfit"])
+
+
 def test_weight_norms_per_layer():
     net = mean_field_mlp((3,), 1, width=2, depth=1, activation="relu")
     w0 = {k: torch.zeros_like(v) for k, v in net.named_parameters()}
@@ -245,6 +259,14 @@ def test_perceptron_fits_separable_data_to_zero_training_error(tmp_path):
     losses = [r["train_loss"] for r in history]
     assert len(history) >= 5 and losses == sorted(losses, reverse=True)
     assert s["dt"] == 1 and s["temp"] == pytest.approx(1 / 16)
+    # alignment with the teacher e_1: none has moved at the start, and every point is unfitted
+    first, last = history[0], history[-1]
+    assert first["dw_par2"] == 0 and first["dw_perp2"] == 0
+    ds = compose_train(SMALL).dataset
+    points = teacher_student(256, 256, ds.seed_train, ds.seed_test, d=16)
+    assert first["x1_unfit"] == pytest.approx(float(points.train_x[:, 0].abs().mean()))
+    assert last["align"] > first["align"] and last["dw_par2"] > 0
+    assert last["x1_unfit"] is None  # all fitted: no unfitted point to average over
 
 
 def test_temperature_sets_the_learning_rate_of_the_mlp(tmp_path):

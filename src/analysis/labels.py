@@ -64,6 +64,10 @@ WHOLE = {  # keys that are a quantity of their own
     "batch_acc_hist": Quantity("accuracy on the whole training set", **PERCENT,
                                higher_is_better=True),
     "batch_loss_hist": Quantity("loss on the whole training set", "nats", low=0.0),
+    "align": Quantity("w_par^2 / (||w_perp||^2 / (d - 1))", low=0.0),
+    "dw_par2": Quantity("(w_par - w0_par)^2", low=0.0),
+    "dw_perp2": Quantity("||w_perp - w0_perp||^2 / (d - 1)", low=0.0),
+    "x1_unfit": Quantity("mean |x_1| of the points not yet fitted", low=0.0),
     "prune_potential@0.5": Quantity("prune potential at +0.5% error", **PERCENT,
                                     higher_is_better=True),
 }

@@ -49,6 +49,29 @@ def split_stats(pred: Tensor, y: Tensor, alpha: float,
     return out
 
 
+def alignment(weight: Tensor, weight0: Tensor, x: Tensor, y: Tensor, pred: Tensor,
+              alpha: float) -> dict[str, float]:
+    """The perceptron's observables against the teacher direction e_1 (teacher_student).
+
+    align = w_par^2 / (||w_perp||^2 / (d - 1)) (1 at initialisation on average, large once the
+    weights point along the teacher; the seed's `ampli_factor`, whose code divides by d - 1
+    where its formula multiplies); dw_par2 = (w_par - w0_par)^2 and
+    dw_perp2 = ||w_perp - w0_perp||^2 / (d - 1), their changes since initialisation;
+    x1_unfit = mean |x_1| over the training points not yet fitted (alpha y pred < 1; NaN when
+    all are fitted).
+    """
+    w, w0 = weight.detach().flatten(), weight0.flatten()
+    d = len(w)
+    unfit = alpha * y * pred < 1
+    values = torch.stack([
+        w[0] ** 2 / (w[1:].pow(2).sum() / (d - 1)),
+        (w[0] - w0[0]) ** 2,
+        (w[1:] - w0[1:]).pow(2).sum() / (d - 1),
+        x[unfit, 0].abs().mean() if bool(unfit.any()) else torch.tensor(math.nan)])
+    return dict(zip(("align", "dw_par2", "dw_perp2", "x1_unfit"), values.double().tolist(),
+                    strict=True))
+
+
 def jacobian(model: nn.Module, x: Tensor, chunk: int = 64) -> Tensor:
     """J[i] = d f(x_i) / d w for a scalar-output model: (n, number of parameters)."""
     params = {k: v.detach() for k, v in model.named_parameters()}

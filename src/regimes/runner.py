@@ -12,6 +12,9 @@ xi ~ N(0, 1) fresh each step, sigma^2 = sum_mu l'_mu^2 (1/B - 1/P) with l'_mu th
 sample mu's loss with respect to its output (the seed's edm/dynamics.py, noise and all scaled by
 dt as there).
 
+A perceptron on teacher_student also records its alignment with the teacher (observables.
+alignment: align, dw_par2, dw_perp2, x1_unfit), the quantities the study's theory is stated in.
+
 history.jsonl gets one record per checkpoint the moment it is measured (a run stopped by its
 wall-time budget, or killed, keeps its data); checkpoint.pt lets the same command resume.
 """
@@ -33,9 +36,10 @@ from torch import Tensor, nn
 
 from src.checkpoint import FORMAT, load_checkpoint, save_atomic
 from src.errors import CheckpointError, ConfigError
+from src.models.mean_field import Perceptron
 from src.regimes.data import BinaryData
 from src.regimes.losses import margin_loss, mean_loss
-from src.regimes.observables import ntk_stats, split_stats, weight_norms
+from src.regimes.observables import alignment, ntk_stats, split_stats, weight_norms
 from src.run_log import SUMMARY, RunLog, start_job_record, write_json_atomic
 from src.runner import (
     CHECKPOINT,
@@ -195,6 +199,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     losses = loss_ladder(1.0 / task.alpha, task.ckpt_loss_points, task.ckpt_loss_floor)
     steps = step_ladder(task.ckpt_step_points, max_step)
     n_grad = min(task.ckpt_grad_stats, ptr)
+    # The teacher of teacher_student is e_1: the perceptron's weights are measured against it.
+    aligned = isinstance(model, Perceptron) and ds.name == "teacher_student"
     num_params = sum(p.numel() for p in model.parameters())
     log.info("%s: %s parameters, P=%d, bs=%d, dt=%g, T=%g, alpha=%g, %s on %s",
              cfg.model._target_, f"{num_params:,}", ptr, bs, dt, temp, task.alpha, task.loss,
@@ -212,6 +218,9 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         record.update({f"test_{k}": v for k, v in split_stats(
             test_pred, data.test_y, task.alpha, phi).items()})
         record.update(weight_norms(model, w0))
+        if aligned:
+            record.update(alignment(model.weight, w0["weight"], data.train_x, data.train_y,
+                                    train_pred, task.alpha))
         if n_grad > 0:
             stats, kernel = ntk_stats(model, data.train_x[:n_grad], data.train_y[:n_grad],
                                       train_pred[:n_grad], task.alpha, phi, k0)
