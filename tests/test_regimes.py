@@ -16,7 +16,13 @@ import torch
 from omegaconf import OmegaConf
 
 from src.analysis.runs import find_runs
-from src.models.mean_field import ACTIVATIONS, mean_field_mlp, perceptron
+from src.models.mean_field import (
+    ACTIVATIONS,
+    ScaledConv,
+    mean_field_mlp,
+    mnas_cnn,
+    perceptron,
+)
 from src.regimes.data import cifar_animal, depleted_sign, mnist_parity, teacher_student
 from src.regimes.losses import margin_loss, mean_loss
 from src.regimes.observables import alignment, jacobian, ntk_stats, weight_norms
@@ -107,6 +113,53 @@ def test_mean_field_mlp_scales_and_has_no_biases():
     assert torch.allclose(net(x), h @ net.readout.t() / 32)
     p = perceptron((16,), 1)
     assert torch.allclose(p(h[:, :16].float()), h[:, :16].float() @ p.weight.t() / 4)
+
+
+def test_mnas_cnn_has_the_seeds_shapes_scales_and_residuals():
+    torch.manual_seed(0)
+    net = mnas_cnn((3, 32, 32), 1, width=4, activation="gelu").double()
+    assert all("bias" not in name for name, _ in net.named_parameters())
+    weights = torch.cat([p.detach().flatten() for p in net.parameters()])
+    assert abs(float(weights.mean())) < 0.05 and float(weights.std()) == pytest.approx(1, rel=0.05)
+    channels = [c.weight.shape[0] for c in net.stem] + [b.project.weight.shape[0]
+                                                         for b in net.blocks]
+    assert channels == [16, 16, 8, 4, 4, 12, 12] and net.head.weight.shape[0] == 80
+    assert [b.residual for b in net.blocks] == [False, True, False, True]
+    assert net.blocks[0].expand.weight.shape[0] == 3 * 8  # 1x1 expansion to 3x the input
+    x = torch.randn(64, 3, 32, 32, dtype=torch.float64)
+    sizes, h = [], x
+    for conv in net.stem:
+        h = net.act(conv(h))
+        sizes.append(h.shape[-1])
+        assert float(h.pow(2).mean()) == pytest.approx(1, rel=0.3)  # O(1): explicit scaling
+    for block in net.blocks:
+        h = block(h)
+        sizes.append(h.shape[-1])
+    assert sizes == [16, 16, 16, 8, 8, 4, 4]  # "SAME" padding: ceil(size / stride)
+    # TensorFlow's SAME for 32 -> 16 with k = 5: one pixel padded before, two after
+    conv = ScaledConv(1, 1, 5, 2)
+    image = torch.zeros(1, 1, 32, 32)
+    image[0, 0, 0, 0] = 1.0
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0, 1, 1] = 1.0  # picks input pixel (2i + 1 - 1, 2j + 1 - 1)
+    assert float(conv(image)[0, 0, 0, 0]) == pytest.approx(1 / 5)
+    with pytest.raises(ValueError, match="needs images"):
+        mnas_cnn((784,), 1)
+
+
+def test_mnas_trains_on_cifar_animal_with_the_centred_output(tmp_path):
+    write_cifar10(tmp_path / "data", per_batch=4)  # 24 images
+    run_dir = tmp_path / "run"
+    train(run_dir, "task=regimes", "dataset=cifar_animal", "model=mnas", "model.width=2",
+          f"data_dir={tmp_path / 'data'}", "dataset.ptr=16", "dataset.pte=8", "batch_size=4",
+          "task.temp=0.5", "task.max_step=12", "task.eval_every=4", "task.ckpt_step_points=3",
+          "task.ckpt_grad_stats=4", "device=cpu", "trainer.tensorboard=false")
+    s = summary(run_dir)
+    history = read_jsonl(run_dir / "history.jsonl")
+    assert s["status"] == "completed" and s["width"] == 2 and s["dt"] == pytest.approx(0.5 * 4 * 2)
+    assert history[0]["train_aloss"] == pytest.approx(1.0)  # centred: pred = 0 at the start
+    assert history[-1]["dnorm"] > 0 and history[-1]["ntk_norm"] > 0
 
 
 @pytest.mark.parametrize("loss", ["hinge", "quadratic_hinge", "mse", "soft_hinge"])
