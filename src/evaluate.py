@@ -16,16 +16,25 @@ def evaluate(model: nn.Module, data: DeviceData, fast: FastPath = FP32) -> dict[
 
     The model is put in eval mode for the call and restored afterwards.
     """
+    return evaluate_samples(model, data, fast)[0]
+
+
+@torch.no_grad()
+def evaluate_samples(model: nn.Module, data: DeviceData,
+                     fast: FastPath = FP32) -> tuple[dict[str, float], torch.Tensor]:
+    """evaluate()'s metrics and, per sample in order, whether the model classifies it correctly
+    (a bool tensor left on the device: the caller decides when it crosses to the host)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=data.x.device)
-    correct = torch.zeros((), dtype=torch.int64, device=data.x.device)
+    hits = []
     for x, y in data.batches(None):
         with fast.autocast():
             logits = model(fast.inputs(x)).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        correct += (logits.argmax(dim=1) == y).sum()
+        hits.append(logits.argmax(dim=1) == y)
     model.train(was_training)
     n = data.num_samples
-    loss, acc = torch.stack([loss_sum, correct.double()]).tolist()
-    return {"loss": loss / n, "acc": acc / n}
+    correct = torch.cat(hits)
+    loss, acc = torch.stack([loss_sum, correct.sum().double()]).tolist()
+    return {"loss": loss / n, "acc": acc / n}, correct

@@ -124,6 +124,8 @@ def history_keys(cfg: DictConfig) -> set[str]:
              for m in ("loss", "acc")}
     if cfg.trainer.full_train_eval:
         keys |= {"full_train_loss", "full_train_acc", "full_train_eval_s"}
+    if cfg.trainer.track_samples:
+        keys.add("track_samples_s")
     return keys
 
 
@@ -142,6 +144,11 @@ def check_config(cfg: DictConfig) -> None:
     if init_seed is not None and (not isinstance(init_seed, int) or init_seed < 0):
         raise ConfigError(f"init_seed={init_seed} is not a seed: use an integer >= 0, or null to "
                           f"initialise from seed")
+    if cfg.trainer.track_samples:
+        bad = [s for s in cfg.trainer.track_splits if s not in SPLITS]
+        if bad or not cfg.trainer.track_splits:
+            raise ConfigError(f"trainer.track_splits={list(cfg.trainer.track_splits)}: use one "
+                              f"or more of {', '.join(SPLITS)}")
     epoch_keys = history_keys(cfg)
     for name, key in cfg.trainer.history_names.items():
         if key not in epoch_keys:

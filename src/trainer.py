@@ -23,11 +23,13 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from src.averaging.ema import EMA
 from src.compression.exchange import GradientExchange
 from src.data.bundle import DataBundle
+from src.data.loader import DeviceData
 from src.distributed import Dist, all_sum
-from src.evaluate import evaluate
+from src.evaluate import evaluate, evaluate_samples
 from src.fast_path import FP32, FastPath
 from src.pruning.masks import Masks
 from src.run_log import RunLog
+from src.samples import SampleRecorder
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,9 @@ class Trainer:
         self.train_eval_every = cfg.train_eval_every
         self.full_train_eval = cfg.full_train_eval
         self.history_names = dict(cfg.history_names)
+        self.track_splits = list(cfg.track_splits) if cfg.track_samples else []
+        self.samples: SampleRecorder | None = None
+        self._val_hits: dict[str, torch.Tensor] = {}
         self.batch_size, self.workers = batch_size, workers
         self.exchange, self.dist, self.masks = exchange, dist, masks
         self.forward_model = forward_model or model
@@ -132,6 +137,10 @@ class Trainer:
         shown = self.progress and self.dist.is_main and sys.stderr.isatty()
         self.bar = tqdm(total=self.epochs * steps, initial=state.epoch * steps, unit="step",
                         desc="training", disable=not shown, dynamic_ncols=True, leave=False)
+        if self.track_splits and self.dist.is_main:
+            sizes = {split: self.split(split).num_samples for split in self.track_splits}
+            self.samples = SampleRecorder(self.run_log.run_dir, self.model_names(), sizes,
+                                          state.epoch)
         with self.bar, logging_redirect_tqdm():
             for epoch in range(state.epoch, self.epochs):
                 t0 = time.perf_counter()
@@ -139,6 +148,8 @@ class Trainer:
                 record.update(self.validate(state, epoch + 1))
                 if self.full_train_eval:
                     record.update(self.evaluate_train_set())
+                if self.samples is not None:
+                    record["track_samples_s"] = self.track_samples()
                 state.epoch = epoch + 1
                 epoch_s = time.perf_counter() - t0
                 state.wall_s += epoch_s
@@ -285,7 +296,9 @@ class Trainer:
         out = {}
         for name in self.model_names():
             module = self.module_with(None if name == RAW else self.ema.state_of(name))
-            metrics = evaluate(module, self.data.val, self.fast)
+            metrics, hits = evaluate_samples(module, self.data.val, self.fast)
+            if self.samples is not None and "val" in self.track_splits:
+                self._val_hits[name] = hits  # the per-sample record reuses this pass
             prefix = metric_prefix(name)
             out[f"{prefix}val_loss"], out[f"{prefix}val_acc"] = metrics["loss"], metrics["acc"]
             best = state.best.get(name)
@@ -294,6 +307,24 @@ class Trainer:
                                     "state": {k: v.detach().clone()
                                               for k, v in self.state_of(name).items()}}
         return out
+
+    def split(self, name: str) -> DeviceData:
+        """An evaluation split: train (without augmentation), val or test."""
+        return self.data.train_eval if name == "train" else getattr(self.data, name)
+
+    def track_samples(self) -> float:
+        """Append this epoch's per-sample correctness of every model on the tracked splits
+        (validation reuses validate()'s pass); returns the seconds it took."""
+        t0 = time.perf_counter()
+        hits = {}
+        for name in self.model_names():
+            module = self.module_with(None if name == RAW else self.ema.state_of(name))
+            for split in self.track_splits:
+                hits[(name, split)] = (self._val_hits[name] if split == "val" else
+                                       evaluate_samples(module, self.split(split), self.fast)[1])
+        self.samples.append(hits)
+        self._val_hits = {}
+        return time.perf_counter() - t0
 
     def evaluate_train_set(self) -> dict[str, float]:
         """The raw model on the whole training set, without augmentation, and its time."""

@@ -1,7 +1,7 @@
 """A folder of mixed runs, made by train.py itself, as a researcher's outputs/runs looks after a
-while: two optimizers x two learning rates x two seeds, a diverged run, a failed run, a
-compressed run with two workers, a small regimes sweep, a pruning experiment and an optimizer
-record smoke run on fake data.
+while: two optimizers x two learning rates x two seeds (recording per-sample correctness), a
+diverged run, a failed run, a compressed run with two workers, a small regimes sweep, a pruning
+experiment and an optimizer record smoke run on fake data.
 
 The figure tests draw every figure kind from it; `python -m tests.mixed_runs docs/figures`
 builds it in a temporary folder and draws the committed README figures from it.
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["trainer.progress=false", "trainer.tensorboard=false"]
 SWEEPS = {
     "optimizers": ["debug=fast", "epochs=6", "dataset.train_limit=null", "optimizer=sgd,momentum",
-                   "optimizer.lr=0.03,0.3", "seed=0,1"],
+                   "optimizer.lr=0.03,0.3", "seed=0,1", "trainer.track_samples=true"],
     "diverged_and_failed": ["debug=fast", "epochs=6", "optimizer=sgd",
                             "optimizer.lr=1e6,-1"],
     "compressed": ["debug=fast", "epochs=3", "optimizer=compressed_sgd_vote", "num_bits=2",
@@ -52,7 +52,9 @@ def draw_all(folder: Path, out_dir: Path) -> None:
     kinds = [["figure=curves"], ["figure=curves", "metric=ema_0.99/val_acc"],
              ["figure=lr_stability"], ["figure=ema"], ["figure=bin_usage"],
              ["figure=phase_diagram"], ["figure=pruning"], ["figure=records"],
-             ["figure=best_curves", "top=2"]]
+             ["figure=best_curves", "top=2"], ["figure=sample_flips"],
+             ["figure=sample_disagreement"], ["figure=sample_error_rates"],
+             ["figure=sample_barcode"]]
     for args in kinds:
         subprocess.run([sys.executable, "plots.py", f"runs={folder}", *args,
                         f"out_dir={out_dir}"], cwd=ROOT, check=True)
@@ -65,6 +67,12 @@ if __name__ == "__main__":
         drawn = Path(tmp) / "drawn"
         draw_all(runs, drawn)
         target.mkdir(parents=True, exist_ok=True)
-        for png in sorted(drawn.rglob("*.png")):  # a record's own figures sit in a subfolder
-            shutil.copy(png, target / "_".join(png.relative_to(drawn).parts))
-        print(f"copied {len(list(drawn.rglob('*.png')))} figures to {target}")
+        # a record's own figures sit in a subfolder; of the barcodes (one per run), the first
+        pngs = sorted(drawn.rglob("*.png"))
+        barcodes = [p for p in pngs if p.name.startswith("sample_barcode_")]
+        pngs = [p for p in pngs if p not in barcodes[1:]]
+        for png in pngs:
+            name = "sample_barcode.png" if png in barcodes else "_".join(
+                png.relative_to(drawn).parts)
+            shutil.copy(png, target / name)
+        print(f"copied {len(pngs)} figures to {target}")

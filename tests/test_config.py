@@ -62,11 +62,12 @@ def test_run_names_follow_the_overrides():
                                    "mnist_cnn", pytest.param("vgg16_bn", marks=pytest.mark.slow)])
 def test_each_model_family_trains_one_debug_epoch_in_process(tmp_path, model):
     cfg = compose_train([*SMALL_FAKE, "debug=fast", f"model={model}", "device=cpu",
+                         "dataset.train_limit=96", "dataset.eval_limit=64",
                          "trainer.progress=false", "trainer.tensorboard=false"])
     objective = run(cfg, tmp_path)
     assert 0.0 <= objective <= 1.0
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert ckpt["epoch"] == 1 and ckpt["step"] == 256 // 32
+    assert ckpt["epoch"] == 1 and ckpt["step"] == 96 // 32
 
 
 @pytest.mark.parametrize("epochs", [1, 3])

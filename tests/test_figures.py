@@ -199,14 +199,15 @@ def test_path_values_with_equals_signs_work_as_typed():
 # -- every figure kind from a folder of mixed runs ----------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker: its tests share the "mixed" group
 def mixed(tmp_path_factory) -> Path:
     return mixed_runs.build(tmp_path_factory.mktemp("mixed") / "runs")
 
 
 KINDS = [("curves", []), ("curves", ["metric=ema_0.99/val_acc"]), ("lr_stability", []),
          ("ema", []), ("bin_usage", []), ("phase_diagram", []), ("pruning", []),
-         ("records", []), ("best_curves", ["top=2"])]
+         ("records", []), ("best_curves", ["top=2"]), ("sample_flips", []),
+         ("sample_disagreement", []), ("sample_error_rates", []), ("sample_barcode", [])]
 
 
 @pytest.mark.slow
@@ -231,7 +232,7 @@ def test_every_figure_kind_accounts_for_every_run_of_a_mixed_folder(mixed, tmp_p
         assert drawn <= runs
         # Every run is drawn or left out with its reason (the kinds that draw one figure per
         # record, experiment or setting account for their own runs in each).
-        if kind not in ("records", "best_curves", "pruning", "phase_diagram"):
+        if kind not in ("records", "best_curves", "pruning", "phase_diagram", "sample_barcode"):
             assert drawn | left == runs, sorted(runs - drawn - left)
         for reason in {x["reason"] for x in data["left_out"]}:
             assert reason.split(" (")[0][:30] in proc.stdout  # and the leaving out is said
@@ -257,6 +258,14 @@ def test_every_figure_kind_accounts_for_every_run_of_a_mixed_folder(mixed, tmp_p
         assert np.allclose(np.sum(series["fractions"], axis=1), 1.0)
     if kind == "records":
         assert "not next to the published scores" in proc.stdout
+    if kind.startswith("sample_"):  # the optimizers sweep recorded its samples: all 8 drawn
+        tracked = {r for r in runs if "track_samples" in r}
+        assert len(tracked) == 8
+        drawn = {p for data in figures for s in data["series"] for p in s["runs"]}
+        assert drawn == tracked
+    if kind == "sample_flips":
+        (data,) = figures
+        assert all(len(s["runs"]) == 2 for s in data["series"])  # two seeds pooled per setting
 
 
 # -- the README's plots.py commands, as bash runs them ----------------------------------------
@@ -274,13 +283,17 @@ def readme_plots_commands() -> list[str]:
 
 @pytest.fixture(scope="module")
 def readme_outputs(mixed, tmp_path_factory) -> Path:
-    """outputs/runs as the README's sweeps leave it: the mixed folder plus the EMA and regimes
-    presets, each trained fast, under the names the README's own commands would give them."""
+    """outputs/runs as the README's sweeps leave it: the mixed folder plus the EMA (Figure 1 and
+    per-sample) and regimes presets, each trained fast, under the names the README's own
+    commands would give them."""
     work = tmp_path_factory.mktemp("readme")
     extra = work / "extra"
     for args in (["experiment=ema_resnet20_cifar10", "seed=0", "model=mlp", "dataset=fake",
                   "dataset.source.num_train=600", "dataset.source.num_test=200",
                   "dataset.val_size=100"],
+                 ["experiment=ema_resnet20_cifar10_samples", "seed=0", "model=mlp",
+                  "dataset=fake", "dataset.source.num_train=600", "dataset.source.num_test=200",
+                  "dataset.val_size=100", "epochs=2"],
                  ["experiment=regimes_perceptron_chi0", "batch_size=4,16", "task.dt=1",
                   "dataset.ptr=256", "dataset.pte=128", "task.max_wall=10"]):
         proc = run_script("train.py", ["-m", *args, "debug=fast", *mixed_runs.QUIET,

@@ -11,13 +11,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from src.samples import read_samples
 from tests.conftest import ROOT, SMALL_FAKE, run_script, summary, train
 
 HISTORY_KEYS = {"epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "wall_s"}
-TIMING_KEYS = {"epoch_s", "wall_s", "samples_per_s", "train_epoch_time"}
+TIMING_KEYS = {"epoch_s", "wall_s", "samples_per_s", "train_epoch_time", "track_samples_s"}
 
 
 def history(run_dir: Path) -> list[dict]:
@@ -54,7 +56,8 @@ def test_default_command_trains_digits_to_95_percent_and_writes_the_contract(tmp
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_bit_identical_result(tmp_path):
     args = [*SMALL_FAKE, "model=resnet20", "epochs=4", "batch_size=32", "device=cpu",
-            "averaging.decays=[0.9,0.99]"]
+            "dataset.train_limit=256", "dataset.eval_limit=64", "averaging.decays=[0.9,0.99]",
+            "trainer.track_samples=true"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     train(whole, *args)
 
@@ -79,6 +82,11 @@ def test_killed_run_resumes_to_the_bit_identical_result(tmp_path):
         assert torch.equal(value, wb["model"][key]), key
     for key, value in wa["ema"]["averages"]["ema_0.99"].items():
         assert torch.equal(value, wb["ema"]["averages"]["ema_0.99"][key]), key
+    # the per-sample record too: the killed epoch's rows were cut off and recorded again
+    sa, sb = read_samples(whole), read_samples(killed)
+    assert sb.epochs.tolist() == [1, 2, 3, 4]
+    for key, value in sa.correct.items():
+        assert np.array_equal(value, sb.correct[key]), key
 
 
 def test_finished_run_is_not_trained_again(tmp_path, tiny_args):

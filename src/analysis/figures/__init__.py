@@ -53,6 +53,14 @@ KINDS: dict[str, tuple[str, str]] = {
                 "next to the published one, lr_stability and best_curves per record"),
     "best_curves": ("records.best_curves", "optimizer records: curves of the top learning rates "
                     "of each method"),
+    "sample_flips": ("samples.sample_flips", "per-sample study: share of samples whose "
+                     "correctness flips between epochs, model vs each EMA"),
+    "sample_disagreement": ("samples.sample_disagreement", "per-sample study: histogram of how "
+                            "often the model and each EMA disagree on a sample"),
+    "sample_error_rates": ("samples.sample_error_rates", "per-sample study: distribution of "
+                           "per-sample misclassification rates over epochs"),
+    "sample_barcode": ("samples.sample_barcode", "per-sample study: the least stable samples "
+                       "over epochs, correct or not, with their images (metric: the split)"),
 }
 DEFAULT_METRIC = {"phase_diagram": "test_err"}
 

@@ -1,0 +1,231 @@
+"""Per-sample correctness (trainer.track_samples): the bit-packed record, killed and resumed
+runs, files damaged or from another run, and the four per-sample figure kinds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from src.analysis.figures.samples import rate_bins
+from src.errors import UserError
+from src.samples import FOLDER, INDEX, SampleRecorder, SampleRecordError, bits_name, read_samples
+from tests.conftest import SMALL_FAKE, compose_train, run_script, summary, train
+from tests.datafiles import write_cifar10
+
+MODELS = ["model", "ema_0.9"]
+SPLITS = {"val": 13, "test": 8}  # not multiples of 8: the last byte of a row is partial
+
+
+def rows(seed: int, epochs: int) -> list[dict[tuple[str, str], torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [{(m, s): torch.rand(n, generator=gen) > 0.5 for m in MODELS
+             for s, n in SPLITS.items()} for _ in range(epochs)]
+
+
+def test_rows_come_back_bit_for_bit(tmp_path):
+    recorder = SampleRecorder(tmp_path, MODELS, SPLITS, resume_epoch=0)
+    written = rows(0, 5)
+    for epoch in written:
+        recorder.append(epoch)
+    record = read_samples(tmp_path)
+    assert record.epochs.tolist() == [1, 2, 3, 4, 5] and record.models == MODELS
+    for key in written[0]:
+        expected = np.stack([e[key].numpy() for e in written])
+        assert np.array_equal(record.correct[key], expected)
+    assert (tmp_path / FOLDER / bits_name("model", "val")).stat().st_size == 5 * 2  # 13 bits
+    assert not list((tmp_path / FOLDER).glob("*.pkl"))
+
+
+def test_a_killed_epochs_rows_are_cut_off_and_a_resume_goes_back_to_its_checkpoint(tmp_path):
+    recorder = SampleRecorder(tmp_path, MODELS, SPLITS, resume_epoch=0)
+    written = rows(1, 4)
+    for epoch in written[:3]:
+        recorder.append(epoch)
+    # killed after appending epoch 4's bits to one file, before the index said so
+    with open(tmp_path / FOLDER / bits_name("model", "val"), "ab") as f:
+        f.write(b"\xff\xff")
+    assert read_samples(tmp_path).epochs.tolist() == [1, 2, 3]  # the index is the truth
+    # the process restarts from its checkpoint of epoch 2: epoch 3 is trained again
+    again = SampleRecorder(tmp_path, MODELS, SPLITS, resume_epoch=2)
+    assert read_samples(tmp_path).epochs.tolist() == [1, 2]
+    again.append(written[3])
+    record = read_samples(tmp_path)
+    assert record.epochs.tolist() == [1, 2, 3]
+    assert np.array_equal(record.correct[("model", "val")][2], written[3][("model", "val")])
+    assert (tmp_path / FOLDER / bits_name("model", "val")).stat().st_size == 3 * 2
+
+
+def test_recording_started_on_a_resumed_run_numbers_its_epochs(tmp_path):
+    recorder = SampleRecorder(tmp_path, MODELS, SPLITS, resume_epoch=7)
+    recorder.append(rows(2, 1)[0])
+    assert read_samples(tmp_path).epochs.tolist() == [8]
+
+
+def test_another_runs_record_and_damaged_files_are_one_line(tmp_path):
+    SampleRecorder(tmp_path, MODELS, SPLITS, resume_epoch=0).append(rows(3, 1)[0])
+    with pytest.raises(UserError, match=r"delete .*samples to record afresh"):
+        SampleRecorder(tmp_path, ["model"], SPLITS, resume_epoch=1)
+    (tmp_path / FOLDER / bits_name("ema_0.9", "test")).write_bytes(b"")
+    with pytest.raises(SampleRecordError, match="holds 0 bytes, its index says 1 epochs"):
+        read_samples(tmp_path)
+    (tmp_path / FOLDER / INDEX).write_text('{"format": 1, "models": "model"')
+    with pytest.raises(SampleRecordError, match="is not a samples index") as info:
+        read_samples(tmp_path)
+    assert "\n" not in str(info.value)
+    assert read_samples(tmp_path / "elsewhere") is None
+
+
+def test_rate_bins_centre_every_share_of_few_epochs():
+    class Rec:
+        epochs = np.arange(1, 5)
+
+    bins = rate_bins([(None, Rec())])
+    counts, _ = np.histogram(np.arange(5) / 4, bins=bins)
+    assert counts.tolist() == [1, 1, 1, 1, 1]
+
+
+def tracked_run(run_dir: Path, *extra: str) -> None:
+    train(run_dir, *SMALL_FAKE, "epochs=3", "model=mlp", "averaging.decays=[0.9]",
+          "trainer.track_samples=true", "trainer.track_splits=[train,val,test]", *extra)
+
+
+def test_a_tracked_run_agrees_with_its_own_history_and_summary(tmp_path):
+    tracked_run(tmp_path)
+    record = read_samples(tmp_path)
+    history = [json.loads(x) for x in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert record.epochs.tolist() == [1, 2, 3]
+    assert record.splits == {"train": 500, "val": 100, "test": 200}
+    for model, prefix in (("model", ""), ("ema_0.9", "ema_0.9/")):
+        per_epoch = record.correct[(model, "val")].mean(axis=1)
+        assert per_epoch.tolist() == pytest.approx([h[f"{prefix}val_acc"] for h in history])
+        final = summary(tmp_path)["metrics"]
+        assert record.correct[(model, "test")][-1].mean() == pytest.approx(
+            final[f"{prefix}test_acc"])
+        assert record.correct[(model, "train")][-1].mean() == pytest.approx(
+            final[f"{prefix}train_acc"])
+    assert all(h["track_samples_s"] > 0 for h in history)
+
+
+def test_tracking_leaves_the_training_and_its_digest_unchanged(tmp_path):
+    plain, tracked = tmp_path / "plain", tmp_path / "tracked"
+    train(plain, *SMALL_FAKE, "epochs=2", "model=mlp")
+    train(tracked, *SMALL_FAKE, "epochs=2", "model=mlp", "trainer.track_samples=true")
+    a, b = summary(plain), summary(tracked)
+    assert a["metrics"] == b["metrics"] and a["config_digest"] == b["config_digest"]
+
+
+def test_a_bad_split_is_one_line(tmp_path):
+    proc = run_script("train.py", [*SMALL_FAKE, "trainer.track_samples=true",
+                                   "trainer.track_splits=[validation]",
+                                   f"hydra.run.dir={tmp_path / 'run'}"])
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "trainer.track_splits=['validation']: use one or more of train, val, test" in (
+        proc.stderr)
+    assert not (tmp_path / "run" / FOLDER).exists()
+
+
+def test_the_preset_is_the_seeds_per_sample_study():
+    cfg = compose_train(["experiment=ema_resnet20_cifar10_samples"])
+    assert cfg.trainer.track_samples and list(cfg.trainer.track_splits) == ["val", "test"]
+    assert cfg.model._target_.endswith("resnet20") and cfg.dataset.name == "cifar10"
+    assert cfg.epochs == 180 and list(cfg.averaging.decays) == [0.9995]
+    assert cfg.scheduler._target_.endswith("constant")
+
+
+# -- the figures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """Two seeds of a tracked run, an untracked run and a run without an EMA."""
+    root = tmp_path_factory.mktemp("samples")
+    for seed in (0, 1):
+        tracked_run(root / f"seed={seed}", f"seed={seed}")
+    train(root / "untracked", *SMALL_FAKE, "epochs=2", "model=mlp", "averaging.decays=[0.9]")
+    return root
+
+
+def draw(folder: Path, out: Path, *args: str):
+    return run_script("plots.py", [f"runs={folder}/*", *args, f"out_dir={out}"])
+
+
+def sidecar(out: Path, stem: str) -> dict:
+    return json.loads((out / f"{stem}.json").read_text())
+
+
+def test_flips_are_the_records_own_and_untracked_runs_are_named(folder, tmp_path):
+    proc = draw(folder, tmp_path, "figure=sample_flips")
+    assert proc.returncode == 0, proc.stderr
+    assert "left out 1 run(s), no per-sample record" in proc.stdout and "untracked" in proc.stdout
+    data = sidecar(tmp_path, "sample_flips")
+    assert data["width_in"] == 7.0
+    (val,) = [s for s in data["series"] if s["split"] == "val"]
+    assert len(val["runs"]) == 2  # the two seeds pooled
+    records = [read_samples(folder / f"seed={s}") for s in (0, 1)]
+    flips = [np.mean(r.correct[("model", "val")][1:] != r.correct[("model", "val")][:-1],
+                     axis=1) * 100 for r in records]
+    assert val["flipped_percent"]["model"]["mean"] == pytest.approx(np.mean(flips, axis=0))
+    assert val["flipped_percent"]["model"]["epoch"] == [2, 3]
+    assert set(val["flipped_percent"]) == {"model", "ema_0.9"}
+
+
+def test_disagreement_and_error_rates_count_every_sample(folder, tmp_path):
+    for kind in ("sample_disagreement", "sample_error_rates"):
+        proc = draw(folder, tmp_path, f"figure={kind}")
+        assert proc.returncode == 0, proc.stderr
+        data = sidecar(tmp_path, kind)
+        for series in data["series"]:
+            for share in series["share_percent"].values():
+                assert sum(share) == pytest.approx(100.0)  # every sample in one bin
+    data = sidecar(tmp_path, "sample_disagreement")
+    assert all(set(s["share_percent"]) == {"ema_0.9"} for s in data["series"])
+
+
+def test_the_barcode_shows_the_least_stable_samples_with_their_images(folder, tmp_path):
+    proc = draw(folder, tmp_path, "figure=sample_barcode", "metric=test")
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(tmp_path.glob("sample_barcode_test_*.json"))
+    assert len(files) == 2  # one per tracked run
+    data = json.loads(files[0].read_text())
+    record = read_samples(folder / "seed=0")
+    model = next(s for s in data["series"] if s["label"] == "model")
+    flips = np.abs(np.diff(record.correct[("model", "test")].astype(int), axis=0)).sum(axis=0)
+    assert [flips[i] for i in model["samples"]] == sorted(flips, reverse=True)[:30]
+    assert np.array_equal(np.array(model["correct"]),
+                          record.correct[("model", "test")][:, model["samples"]].T)
+    assert "images left out" not in proc.stdout  # fake data are images, rebuilt from config
+
+
+def test_barcode_images_come_from_the_runs_dataset_or_a_reason_is_given(tmp_path):
+    data = tmp_path / "data"
+    write_cifar10(data, per_batch=4)  # 20 training and 4 test images
+    run = tmp_path / "runs" / "cifar"
+    train(run, "dataset=cifar10", f"data_dir={data}", "dataset.val_size=4", "batch_size=4",
+          "epochs=2", "model=mlp", "trainer.track_samples=true")
+    proc = draw(tmp_path / "runs", tmp_path / "out", "figure=sample_barcode")
+    assert proc.returncode == 0, proc.stderr
+    assert "images left out" not in proc.stdout
+    shutil.rmtree(data)  # the figure is drawn elsewhere, without the dataset
+    proc = draw(tmp_path / "runs", tmp_path / "again", "figure=sample_barcode")
+    assert proc.returncode == 0, proc.stderr
+    assert "cifar: images left out (cifar10 not found in" in proc.stdout
+    assert list((tmp_path / "again").glob("sample_barcode_val_cifar.png"))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["figure=sample_flips", "runs={folder}/untracked"], "trainer.track_samples=true"),
+    (["figure=sample_barcode", "metric=val_acc"], "metric names the split"),
+])
+def test_nothing_to_draw_is_one_line(folder, tmp_path, args, message):
+    args = [a.format(folder=folder) for a in args]
+    proc = run_script("plots.py", [*(a for a in args if a.startswith("figure") or
+                                     a.startswith("metric")),
+                                   next((a for a in args if a.startswith("runs=")),
+                                        f"runs={folder}/*"), f"out_dir={tmp_path}"])
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr
+    assert not list(tmp_path.glob("*.png"))
