@@ -76,7 +76,7 @@ def title(ax: plt.Axes, setting: str, split: str, n_runs: int, ncols: int) -> No
     seeds = f", {n_runs} runs pooled" if n_runs > 1 else ""
     text = f"{labels.SPLITS[split]} set{seeds}" if not setting else \
         f"{setting}: {labels.SPLITS[split]} set{seeds}"
-    ax.set_title(textwrap.fill(text, 70 if ncols == 1 else 34), fontsize=6, loc="left")
+    ax.set_title(textwrap.fill(text, 70 if ncols == 1 else 48), fontsize=6, loc="left")
 
 
 def draw_pages(d: Drawing, have: list[tuple[Run, SampleRecord]], opts: Options,
@@ -259,6 +259,10 @@ def sample_barcode(runs: list[Run], opts: Options, out_dir: Path) -> Result:
         d.series = []
         flips = np.abs(np.diff(rec.correct[("model", split)].astype(int), axis=0)).sum(axis=0)
         order = np.lexsort((np.arange(len(flips)), -flips))[:BARCODE_SAMPLES]
+        order = order[flips[order] > 0]  # samples that never changed are not unstable
+        if not len(order):
+            d.leave_out(run, f"no {split} sample changed correctness between epochs")
+            continue
         images, why = images_of(run, split, order)
         panels = len(rec.models) + (images is not None)
         widths = ([0.12] if images is not None else []) + [1.0] * len(rec.models)
@@ -287,8 +291,8 @@ def sample_barcode(runs: list[Run], opts: Options, out_dir: Path) -> Result:
             ax.grid(False)
             d.add_series(model, [run], samples=order, epochs=rec.epochs, correct=c)
         first = axes[panels - len(rec.models)]
-        first.set_ylabel(f"{n} least stable {labels.SPLITS[split]} samples\n(most flips of "
-                         f"the model first)")
+        first.set_ylabel(f"The {n} least stable {labels.SPLITS[split]} samples\n(most flips "
+                         f"of the model first)")
         first.set_yticks(np.arange(n) + 0.5, [str(i) for i in order], fontsize=4)
         for ax in axes[panels - len(rec.models) + 1:]:
             ax.set_yticks([])
@@ -296,8 +300,11 @@ def sample_barcode(runs: list[Run], opts: Options, out_dir: Path) -> Result:
         legend_below(fig, [Patch(color=cmap(1), label="correct"),
                            Patch(color=cmap(0), label="misclassified")], ncol=2)
         paths += d.save(fig, out_dir, f"sample_barcode_{split}_{safe_name(run)}")
-    if len(have) > 1:
-        d.notes.append(f"{len(have)} runs drawn, one file each")
+    if not paths:
+        raise ConfigError(f"figure=sample_barcode: in no run did a {split} sample change "
+                          f"correctness between epochs: there is no unstable sample to draw")
+    if len(paths) > 3:
+        d.notes.append(f"{len(paths) // 3} runs drawn, one file each")
     return Result(paths, d.summary_notes())
 
 
