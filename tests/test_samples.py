@@ -204,18 +204,19 @@ def test_the_barcode_shows_the_least_stable_samples_with_their_images(folder, tm
 
 def test_barcode_images_come_from_the_runs_dataset_or_a_reason_is_given(tmp_path):
     data = tmp_path / "data"
-    write_cifar10(data, per_batch=4)  # 20 training and 4 test images
+    write_cifar10(data, per_batch=8)  # 40 training and 8 test images
     run = tmp_path / "runs" / "cifar"
-    train(run, "dataset=cifar10", f"data_dir={data}", "dataset.val_size=4", "batch_size=4",
-          "epochs=2", "model=mlp", "trainer.track_samples=true")
-    proc = draw(tmp_path / "runs", tmp_path / "out", "figure=sample_barcode")
+    train(run, "dataset=cifar10", f"data_dir={data}", "dataset.val_size=8", "batch_size=4",
+          "epochs=4", "model=mlp", "trainer.track_samples=true",
+          "trainer.track_splits=[train,val,test]")
+    proc = draw(tmp_path / "runs", tmp_path / "out", "figure=sample_barcode", "metric=train")
     assert proc.returncode == 0, proc.stderr
     assert "images left out" not in proc.stdout
     shutil.rmtree(data)  # the figure is drawn elsewhere, without the dataset
-    proc = draw(tmp_path / "runs", tmp_path / "again", "figure=sample_barcode")
+    proc = draw(tmp_path / "runs", tmp_path / "again", "figure=sample_barcode", "metric=train")
     assert proc.returncode == 0, proc.stderr
     assert "cifar: images left out (cifar10 not found in" in proc.stdout
-    assert list((tmp_path / "again").glob("sample_barcode_val_cifar.png"))
+    assert list((tmp_path / "again").glob("sample_barcode_train_cifar.png"))
 
 
 @pytest.mark.parametrize("args,message", [
