@@ -225,7 +225,8 @@ def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
 def test_each_entry_point_has_its_own_help(script):
     proc = run_script(f"{script}.py", ["--help"])
     assert proc.returncode == 0 and proc.stdout.startswith(f"{script}.py:")
-    words = {"train": ["Config groups", "optimizer", "epochs", "passes over the training set"],
+    words = {"train": ["Config groups", "optimizer", "epochs", "passes over the training set",
+                       "track_samples", "full_train_eval"],
              "tune": ["Search space", "optimizer.lr", "storage", "study", "n_trials"],
              "plots": ["Figure kinds", "lr_stability", "phase_diagram", "group_by"],
              "eval": ["checkpoint", "splits", "eval.json"]}[script]

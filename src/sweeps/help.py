@@ -25,8 +25,9 @@ def key_lines(config: Path) -> list[str]:
             if not cont:
                 break
             words += " " + cont.group(1)
-        out.append(textwrap.fill(f"{key:<14} {default or '-':<22} {' '.join(words.split())}",
-                                 width=98, initial_indent="  ", subsequent_indent=" " * 40))
+        left = f"{key:<14} {default or '-'}"
+        out.append(textwrap.fill(f"{left:<37} {' '.join(words.split())}", width=98,
+                                 initial_indent="  ", subsequent_indent=" " * 40))
     return out
 
 
@@ -49,6 +50,9 @@ def train_help() -> str:
         "",
         "Main keys (key=value; dotted keys reach into a group, e.g. optimizer.lr=0.1):",
         *key_lines(CONF / "train.yaml"),
+        "",
+        "Training-loop keys (trainer.<key>=value, conf/trainer/default.yaml):",
+        *key_lines(CONF / "trainer" / "default.yaml"),
         "",
         "Examples:",
         "  python train.py model=resnet20 dataset=cifar10 averaging.decays=[0.999,0.9995]",
