@@ -1,5 +1,9 @@
 """Evaluate a run's checkpoint on the test set: python eval.py checkpoint=<run dir>."""
 
+from src.sweeps import interrupt
+
+interrupt.install()  # before the heavy imports: a Ctrl-C while they load is one line too
+
 import json
 from pathlib import Path
 

@@ -3,6 +3,10 @@
 `python plots.py --help` lists the figure kinds and the keys.
 """
 
+from src.sweeps import interrupt
+
+interrupt.install()  # before the heavy imports: a Ctrl-C while they load is one line too
+
 from pathlib import Path
 
 import hydra

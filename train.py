@@ -1,5 +1,9 @@
 """Train one model, or a sweep with --multirun. `python train.py --help` lists every option."""
 
+from src.sweeps import interrupt
+
+interrupt.install()  # before the heavy imports: a Ctrl-C while they load is one line too
+
 from pathlib import Path
 
 import hydra

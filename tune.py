@@ -1,6 +1,10 @@
 """Hyperparameter search: python tune.py (`python tune.py --help`: the search space, storage,
 study and budget; conf/tune.yaml and conf/hydra/sweeper/study.yaml hold the settings)."""
 
+from src.sweeps import interrupt
+
+interrupt.install()  # before the heavy imports: a Ctrl-C while they load is one line too
+
 from pathlib import Path
 
 import hydra

@@ -16,7 +16,11 @@ FORMAT = "trainkit-checkpoint-v1"
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save to a temp file beside `path`, then rename: a kill never leaves half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    try:
+        torch.save(obj, tmp)
+    except BaseException:  # Ctrl-C or a full disk mid-write: the old checkpoint stays, alone
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 

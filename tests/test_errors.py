@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.conftest import ROOT, run_script, train
@@ -211,7 +212,9 @@ def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
     run_dir = tmp_path / "run"
     proc = start("train.py", ["debug=fast", "epochs=200", *QUIET, f"hydra.run.dir={run_dir}"],
                  tmp_path / "log")
-    wait_for(lambda: (run_dir / "history.jsonl").exists(), what="the run to start")
+    # history.jsonl is created empty when the run is set up: wait for a trained epoch in it
+    wait_for(lambda: (run_dir / "history.jsonl").exists() and (
+        run_dir / "history.jsonl").read_text().strip(), what="the first epoch")
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=60) == 130
     out = (tmp_path / "log").read_text()
@@ -219,6 +222,40 @@ def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
     (line,) = [x for x in out.splitlines() if x.startswith("interrupted:")]
     assert str(run_dir) in line and "same command again" in line
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("script", ["train", "tune"])
+def test_ctrl_c_while_loading_is_one_line_and_writes_nothing(tmp_path, script):
+    run_dir = tmp_path / "run"
+    proc = start(f"{script}.py", ["debug=fast", *QUIET, f"hydra.run.dir={run_dir}",
+                                  f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path / "log")
+    # PyYAML's C extension is loaded by Hydra's imports, after the entry point has routed
+    # Ctrl-C and long before any job starts (which takes seconds more)
+    maps = Path(f"/proc/{proc.pid}/maps")
+    wait_for(lambda: "_yaml" in maps.read_text(), what="the imports to begin")
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    out = (tmp_path / "log").read_text()
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out
+    assert out.strip().splitlines() == [
+        "interrupted before the run started: nothing was written; run the same command again "
+        "to start it"]
+    assert not run_dir.exists() and not (tmp_path / "sweep").exists()
+
+
+def test_an_interrupted_checkpoint_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from src.checkpoint import save_atomic
+
+    def interrupted(obj, f):
+        Path(f).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"old")
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_atomic({}, tmp_path / "checkpoint.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+    assert (tmp_path / "checkpoint.pt").read_bytes() == b"old"
 
 
 @pytest.mark.parametrize("script", ["train", "tune", "plots", "eval"])

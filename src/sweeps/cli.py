@@ -295,8 +295,16 @@ def run_entry_point(main: Callable[[], Any], conf_dir: Path, config_name: str,
 
 
 def interrupted() -> str:
+    """The one line of a Ctrl-C during a job: what the run directory kept, and what next."""
     from src.sweeps import job
 
-    where = f" in {job.current_run_dir}" if job.current_run_dir else ""
-    return (f"interrupted: the run{where} is recorded as interrupted and keeps its last "
-            f"checkpoint; run the same command again to resume it")
+    run = job.current_run_dir
+    if run is not None and (run / "checkpoint.pt").exists():
+        return (f"interrupted: the run in {run} is recorded as interrupted and keeps its last "
+                f"checkpoint; run the same command again to resume it")
+    if run is not None and (run / "summary.json").exists():
+        return (f"interrupted: the run in {run} is recorded as interrupted before its first "
+                f"checkpoint; run the same command again to start it")
+    where = f" in {run}" if run is not None else ""
+    return (f"interrupted before the run{where} had trained: nothing was kept; run the same "
+            f"command again to start it")
