@@ -38,7 +38,9 @@ from src.checkpoint import FORMAT, load_checkpoint, save_atomic
 from src.data.bundle import build_data
 from src.errors import CheckpointError, ConfigError, one_line
 from src.fast_path import FastPath
+from src.pruning.export import compare_speed, export, parameters
 from src.pruning.flops import count_flops
+from src.pruning.lowrank import apply_plan
 from src.pruning.masks import Masks
 from src.pruning.metrics import topk_metrics
 from src.pruning.ratios import keep_ratios
@@ -204,6 +206,20 @@ class PruningExperiment:
         self.data = build_data(cfg.dataset, cfg.batch_size * self.workers,
                                cfg.trainer.eval_batch_size, self.device)
         self.method = build(self.p.method)
+        self.structured = getattr(self.method, "structured", False)
+        self.structural = getattr(self.method, "structural", False)
+        if self.structural and self.mode.chain:
+            raise ConfigError(f"pruning={self.p.name} changes the architecture, which a "
+                              f"cascade cannot prune again: use pruning.mode=retrain")
+        for key, low in (("batch", 1), ("pairs", 1)):
+            value = self.p.speed[key]
+            if not isinstance(value, int) or value < low:
+                raise ConfigError(f"pruning.speed.{key}={value} is out of range: use an "
+                                  f"integer >= {low}")
+        dense_model = self.new_model()[0]  # the reference's prunable weights and FLOPs
+        dense = Masks(dense_model)
+        self.dense = {"params": dense.total, "flops": count_flops(
+            dense_model, self.data.input_shape, dense)["flops"]}
         unsplit = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         for key in SPLIT_KEYS:
             unsplit.pruning[key] = None
@@ -216,17 +232,41 @@ class PruningExperiment:
         return fast.prepare(model), fast
 
     def evaluate(self, model: torch.nn.Module, masks: Masks, fast: FastPath) -> dict[str, Any]:
+        """Test metrics, and the weights and FLOPs kept as fractions of the dense reference's
+        (a factorised network has other layers than the reference)."""
         kept = masks.kept()
+        flops = count_flops(model, self.data.input_shape, masks)
         return {**{f"test_{k}": v for k, v in topk_metrics(model, self.data.test, fast).items()},
-                "params_kept": kept, "params_prunable": masks.total, "keep": kept / masks.total,
-                "params_total": sum(p.numel() for p in model.parameters()),
-                **count_flops(model, self.data.input_shape, masks)}
+                "params_kept": kept, "params_prunable": self.dense["params"],
+                "keep": kept / self.dense["params"], "params_total": parameters(model),
+                "flops": self.dense["flops"], "flops_kept": flops["flops_kept"],
+                "flops_kept_fraction": flops["flops_kept"] / self.dense["flops"]}
 
-    def reference_record(self) -> dict[str, Any]:
+    def reference_model(self) -> tuple[torch.nn.Module, FastPath]:
         model, fast = self.new_model()
         load_state(model, {k: v.to(self.device) for k, v in self.ref["model"].items()})
+        return model, fast
+
+    def reference_record(self) -> dict[str, Any]:
+        model, fast = self.reference_model()
         return {"reference": str(self.ref_dir), "reference_digest": self.ref_digest,
                 **self.evaluate(model, Masks(model), fast)}
+
+    def speed(self, model: torch.nn.Module, masks: Masks) -> dict[str, Any]:
+        """Structured methods: the exported dense network's size, its largest output difference
+        from the masked network on a test batch, and its measured speed-up over the unpruned
+        reference (rank 0 measures; null for methods whose zeros dense kernels cannot skip)."""
+        if not self.structured or not self.dist.is_main:
+            return {"export_params": None, "export_max_abs_diff": None, "speedup": None}
+        was_training = model.training
+        small = export(model, masks)
+        x = next(iter(self.data.test.batches(None)))[0]
+        with torch.no_grad():
+            diff = float((small(x) - model.eval()(x)).abs().max())
+        model.train(was_training)
+        return {"export_params": parameters(small), "export_max_abs_diff": diff,
+                **compare_speed(self.reference_model()[0], small, self.data.input_shape,
+                                self.device, self.p.speed.batch, self.p.speed.pairs)}
 
     def cell_digest(self, rep: int, index: int) -> str:
         key = json.dumps([self.digest, self.ref_digest, rep, index, self.ratios[index]])
@@ -259,6 +299,7 @@ class PruningExperiment:
         model, fast = self.new_model()
         masks = Masks(model)
         ckpt = load_checkpoint(ckpt_path, digest) if ckpt_path.exists() else None
+        plan = None
         if ckpt is None:
             start = self.starting_point(rep, index, previous)
             load_state(model, {k: v.to(self.device) for k, v in start["model"].items()})
@@ -266,14 +307,20 @@ class PruningExperiment:
                 masks.load_state_dict(start["masks"])
             torch.manual_seed(seed)
             try:
-                self.method(model, masks, keep, self.data)
+                plan = self.method(model, masks, keep, self.data)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+            if plan is not None:  # a factorised network: new layers, new (all-ones) masks
+                model, masks = fast.prepare(model), Masks(model)
             broadcast_masks(masks, self.dist)
             if self.mode.rewind:
                 early = load_checkpoint(rewind_path(self.ref_dir, self.p.rewind_epoch))
                 load_state(model, {k: v.to(self.device) for k, v in early["model"].items()})
             masks.apply()
+        elif ckpt.get("plan") is not None:  # rebuild the factorised layers the cell trained
+            plan = ckpt["plan"]
+            apply_plan(model, plan)
+            model, masks = fast.prepare(model), Masks(model)
         optimizer = build(self.cfg.optimizer)(model.parameters())
         steps = len(self.data.train)
         scheduler = build(self.cfg.scheduler)(optimizer, steps_per_epoch=steps,
@@ -305,6 +352,7 @@ class PruningExperiment:
                 save_atomic({"format": FORMAT, "config_digest": digest, "epoch": s.epoch,
                              "step": s.step, "wall_s": s.wall_s, "best": s.best,
                              "model": model.state_dict(), "masks": masks.state_dict(),
+                             "plan": plan,
                              "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "history": run_log.history},
                             ckpt_path)
@@ -318,7 +366,7 @@ class PruningExperiment:
                           workers=self.workers, dist=self.dist, forward_model=forward_model,
                           fast=fast, masks=masks)
         log.info("cell %s: keep %.4f of %s prunable weights, retraining %d epochs", name, keep,
-                 f"{masks.total:,}", epochs)
+                 f"{self.dense['params']:,}", epochs)
         status = "completed"
         try:
             trainer.fit(state)
@@ -331,11 +379,15 @@ class PruningExperiment:
                   "ratio_index": index, "keep_target": keep, "status": status,
                   "config_digest": digest, "reference_digest": self.ref_digest,
                   "retrain_epochs": epochs, "lr_restart_epoch": self.p.lr_restart_epoch,
-                  "retrain_wall_s": state.wall_s, **self.evaluate(model, masks, fast)}
+                  "retrain_wall_s": state.wall_s, **self.evaluate(model, masks, fast),
+                  **self.speed(model, masks), "plan": plan}
         if self.dist.is_main:
             write_json_atomic(result, record)
-        log.info("cell %s: keep %.4f (target %.4f), FLOPs kept %.4f, top-1 error %.4f", name,
-                 record["keep"], keep, record["flops_kept_fraction"], record["test_top1_err"])
+        log.info("cell %s: keep %.4f (target %.4f), FLOPs kept %.4f, top-1 error %.4f%s", name,
+                 record["keep"], keep, record["flops_kept_fraction"], record["test_top1_err"],
+                 "" if record["speedup"] is None else
+                 f", exported {record['export_params']:,} parameters, measured speed-up "
+                 f"{record['speedup']:.2f}x")
         return {"model": copy.deepcopy(model.state_dict()), "masks": masks.state_dict()}
 
     def cells(self) -> list[tuple[int, int]]:

@@ -97,6 +97,8 @@ class FilterL1:
     within half a filter of the target.
     """
 
+    structured = True  # src/pruning/export.py removes its zero filters
+
     def __call__(self, model: nn.Module, masks: Masks, keep: float, data: DataBundle) -> None:
         _to_remove(masks, keep)
         convs = [i for i, m in enumerate(masks.modules.values()) if isinstance(m, nn.Conv2d)]

@@ -22,7 +22,7 @@ from src.run_log import clean, read_json
 # Tolerances of the prunability report, in percentage points of top-1 test error (the seed's list).
 DELTAS = (-10.0, -5.0, -2.0, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 METRICS = ("test_top1_err", "test_top5_err", "test_loss", "keep", "flops_kept_fraction",
-           "params_kept")
+           "params_kept", "speedup")  # speedup: measured, structured methods only (else NaN)
 REFERENCE_METRICS = ("test_top1_err", "test_top5_err", "test_loss", "params_prunable", "flops")
 
 
@@ -108,6 +108,7 @@ def prunability(results: PruningResults, deltas: tuple[float, ...] = DELTAS) -> 
     ref_err = float(np.mean(results.reference["test_top1_err"]))
     err, keep = results.mean("test_top1_err"), results.mean("keep")
     flops, params = results.mean("flops_kept_fraction"), results.mean("params_kept")
+    speed = results.mean("speedup") if "speedup" in results.cells else np.full_like(err, np.nan)
     rows = []
     for j, method in enumerate(results.methods):
         for delta in deltas:
@@ -116,15 +117,17 @@ def prunability(results: PruningResults, deltas: tuple[float, ...] = DELTAS) -> 
                                    "reference_top1_err": ref_err}
             if i is None:
                 row.update(prune_ratio=None, top1_err=None, keep=None, params_kept=None,
-                           flops_kept_fraction=None)
+                           flops_kept_fraction=None, speedup=None)
             elif i < 0:
                 row.update(prune_ratio=0.0, top1_err=ref_err, keep=1.0,
                            params_kept=float(np.mean(results.reference["params_prunable"])),
-                           flops_kept_fraction=1.0)
+                           flops_kept_fraction=1.0,
+                           speedup=None if np.isnan(speed[:, j]).all() else 1.0)
             else:
                 row.update(prune_ratio=float(1.0 - keep[i, j]), top1_err=float(err[i, j]),
                            keep=float(keep[i, j]), params_kept=float(params[i, j]),
-                           flops_kept_fraction=float(flops[i, j]))
+                           flops_kept_fraction=float(flops[i, j]),
+                           speedup=None if np.isnan(speed[i, j]) else float(speed[i, j]))
             rows.append(row)
     return rows
 
@@ -145,14 +148,16 @@ def markdown(rows: list[dict]) -> str:
     ref = rows[0]["reference_top1_err"] if rows else float("nan")
     by = {(r["method"], r["delta"]): r for r in rows}
     lines = [f"Prunability: largest fraction of prunable weights removed with top-1 test error at "
-             f"most the reference's {100 * ref:.2f}% + delta (pruned % (error %)).", "",
+             f"most the reference's {100 * ref:.2f}% + delta (pruned % (error %), and the "
+             f"exported network's measured inference speed-up for structured methods).", "",
              "| delta (%) | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for d in deltas:
         cells = []
         for m in methods:
             r = by[(m, d)]
+            speed = "" if r.get("speedup") is None else f", {r['speedup']:.2f}x"
             cells.append("n/a" if r["prune_ratio"] is None else
-                         f"{100 * r['prune_ratio']:.1f} ({100 * r['top1_err']:.2f})")
+                         f"{100 * r['prune_ratio']:.1f} ({100 * r['top1_err']:.2f}{speed})")
         lines.append(f"| {d:+g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -49,6 +49,9 @@ KINDS: dict[str, tuple[str, str]] = {
                       "learning rate with iso-temperature lines; ||w-w0|| against T"),
     "pruning": ("pruning.pruning", "prune and retrain: accuracy and loss against parameters and "
                 "FLOPs pruned, arrays and the prunability report"),
+    "pruning_methods": ("pruning.pruning_methods", "prune and retrain: every method on one row, "
+                        "top-1 error against parameters and FLOPs removed and measured "
+                        "speed-up"),
     "records": ("records.records", "optimizer records: a CSV per record, the best-score table "
                 "next to the published one, lr_stability and best_curves per record"),
     "best_curves": ("records.best_curves", "optimizer records: curves of the top learning rates "

@@ -27,15 +27,8 @@ def per_ratio(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return flat.mean(axis=1).filled(np.nan), flat.std(axis=1).filled(np.nan)
 
 
-def pruning(runs: list[Run], opts: Options, out_dir: Path) -> Result:
-    """Top-1 and top-5 test accuracy and test loss against the fraction of prunable parameters
-    pruned (top row) and of FLOPs pruned (bottom row), one curve per method (mean and +-std band
-    over nets and repetitions), the unpruned reference as a grey band (mean +- std over nets).
-    Also the merged arrays [nets, ratios, repetitions, methods] (npz and JSON) and the
-    prunability report (JSON and Markdown; src/pruning/report.py)."""
-    from src.pruning import report
-
-    d = Drawing("pruning", "test_top1_err")
+def pruning_runs(runs: list[Run], d: Drawing) -> list[Run]:
+    """The pruning runs among `runs`; the others are left out with their reason."""
     have = []
     for run in runs:
         if (run.path / "reference.json").is_file():
@@ -47,6 +40,19 @@ def pruning(runs: list[Run], opts: Options, out_dir: Path) -> Result:
     if not have:
         raise ConfigError("no pruning run here: train with pruning=<method>, e.g. "
                           "experiment=prune_resnet20_cifar10")
+    return have
+
+
+def pruning(runs: list[Run], opts: Options, out_dir: Path) -> Result:
+    """Top-1 and top-5 test accuracy and test loss against the fraction of prunable parameters
+    pruned (top row) and of FLOPs pruned (bottom row), one curve per method (mean and +-std band
+    over nets and repetitions), the unpruned reference as a grey band (mean +- std over nets).
+    Also the merged arrays [nets, ratios, repetitions, methods] (npz and JSON) and the
+    prunability report (JSON and Markdown; src/pruning/report.py)."""
+    from src.pruning import report
+
+    d = Drawing("pruning", "test_top1_err")
+    have = pruning_runs(runs, d)
     results = report.collect([r.path for r in have])
     rows = report.prunability(results)
     palette = colours(results.methods)
@@ -81,3 +87,50 @@ def pruning(runs: list[Run], opts: Options, out_dir: Path) -> Result:
     legend_below(fig, handles, ncol=min(len(handles), 5))
     paths = d.save(fig, out_dir, "pruning")
     return Result([*paths, *report.save(results, rows, out_dir)], d.summary_notes())
+
+
+def pruning_methods(runs: list[Run], opts: Options, out_dir: Path) -> Result:
+    """All methods on one row: top-1 test error against the fraction of prunable parameters
+    removed, of FLOPs removed, and against the measured inference speed-up of the exported
+    network (structured methods; unstructured ones are named in that panel, not drawn). Mean
+    and +-std band over nets and repetitions; the unpruned reference as a grey band."""
+    from src.pruning import report
+
+    d = Drawing("pruning_methods", "test_top1_err")
+    have = pruning_runs(runs, d)
+    results = report.collect([r.path for r in have])
+    palette = colours(results.methods)
+    fig, axes = figure(1, 3)
+    ref = 100.0 * results.reference["test_top1_err"]
+    unmeasured = []
+    panels = (("keep", "Parameters removed (%)"), ("flops_kept_fraction", "FLOPs removed (%)"),
+              ("speedup", "Measured inference speed-up (x)"))
+    for (x_key, x_label), ax in zip(panels, axes[0], strict=True):
+        ax.axhspan(ref.mean() - ref.std(), ref.mean() + ref.std(), color="0.6", alpha=0.3, lw=0)
+        ax.axhline(ref.mean(), color="0.4", ls="--", lw=0.8)
+        for j, method in enumerate(results.methods):
+            raw = results.cells[x_key][..., j]
+            if x_key == "speedup" and np.isnan(raw).all():
+                unmeasured.append(method)
+                continue
+            x, _ = per_ratio(raw if x_key == "speedup" else 100.0 * (1.0 - raw))
+            y, y_std = per_ratio(100.0 * results.cells["test_top1_err"][..., j])
+            ok = ~np.isnan(x) & ~np.isnan(y)
+            order = np.argsort(x[ok])
+            xs, ys, sd = x[ok][order], y[ok][order], y_std[ok][order]
+            ax.plot(xs, ys, marker="o", ms=2, color=palette[method])
+            ax.fill_between(xs, np.clip(ys - sd, 0, 100), np.clip(ys + sd, 0, 100), alpha=0.2,
+                            color=palette[method], lw=0)
+            if x_key == "speedup":
+                d.add_series(method, have, speedup=xs, top1_err_pct=ys, std=sd)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel("Top-1 test error (%)")
+    if unmeasured:
+        axes[0, 2].set_title("not measured (unstructured, dense kernels keep their zeros): "
+                             + ", ".join(unmeasured), fontsize=7, color="0.3", wrap=True)
+        axes[0, 2].axvline(1.0, color="0.4", ls=":", lw=0.8)
+    handles = [Line2D([], [], color=palette[m], marker="o", ms=2, label=m)
+               for m in results.methods]
+    handles += [Patch(color="0.6", alpha=0.3, label="unpruned reference (mean ± std)")]
+    legend_below(fig, handles, ncol=min(len(handles), 5))
+    return Result(d.save(fig, out_dir, "pruning_methods"), d.summary_notes())
