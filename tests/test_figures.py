@@ -206,6 +206,7 @@ def mixed(tmp_path_factory) -> Path:
 
 KINDS = [("curves", []), ("curves", ["metric=ema_0.99/val_acc"]), ("lr_stability", []),
          ("ema", []), ("bin_usage", []), ("phase_diagram", []), ("pruning", []),
+         ("pruning_methods", []),
          ("records", []), ("best_curves", ["top=2"]), ("sample_flips", []),
          ("sample_disagreement", []), ("sample_error_rates", []), ("sample_barcode", [])]
 
@@ -232,7 +233,8 @@ def test_every_figure_kind_accounts_for_every_run_of_a_mixed_folder(mixed, tmp_p
         assert drawn <= runs
         # Every run is drawn or left out with its reason (the kinds that draw one figure per
         # record, experiment or setting account for their own runs in each).
-        if kind not in ("records", "best_curves", "pruning", "phase_diagram", "sample_barcode"):
+        if kind not in ("records", "best_curves", "pruning", "pruning_methods", "phase_diagram",
+                        "sample_barcode"):
             assert drawn | left == runs, sorted(runs - drawn - left)
         for reason in {x["reason"] for x in data["left_out"]}:
             assert reason.split(" (")[0][:30] in proc.stdout  # and the leaving out is said

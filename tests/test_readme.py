@@ -27,7 +27,7 @@ from tests.postgres import free_port, postgres_server, why_not
 pytestmark = [pytest.mark.readme, pytest.mark.xdist_group("readme")]
 
 LINKED = ("train.py", "tune.py", "eval.py", "plots.py", "conf", "src", "hydra_plugins",
-          "Makefile", "requirements.txt", ".venv")
+          "benchmarks", "Makefile", "requirements.txt", ".venv")
 SKIPPED = {"make test": "this suite itself"}
 # (pattern of a command, settings appended to each train.py / tune.py / torchrun invocation)
 FAST = [
@@ -48,6 +48,7 @@ REPLACE = [
     (r"submitit_slurm", "submitit_local"),
     (r"hydra\.launcher\.(partition|gpus_per_node)=\S+", ""),
     (r"--nproc_per_node=4 --rdzv", "--nproc_per_node=1 --rdzv"),
+    (r"(benchmarks/pruning\.py)\s*$", r"\1 --models bn_cnn --keep 0.5 --pairs 3"),
 ]
 
 
