@@ -18,7 +18,7 @@ from src.sweeps.help import eval_help
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     from src.errors import ConfigError
-    from src.evaluation import evaluate_run, locate, table
+    from src.evaluation.checkpoints import evaluate_run, locate, table
 
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise ConfigError("eval.py needs checkpoint=<run dir or its checkpoint.pt>, e.g. "

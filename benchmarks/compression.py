@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--samples", type=int, default=2048, help="training samples per epoch")
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--packing-elements", type=int, default=1 << 22)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args()
@@ -95,7 +96,7 @@ def main() -> None:
     device_name = (torch.cuda.get_device_name() if args.device.startswith("cuda")
                    else f"CPU, {torch.get_num_threads()} threads")
     results = {"device": device_name, "torch": torch.__version__, "training": [],
-               "packing": packing_throughput(args.device)}
+               "packing": packing_throughput(args.device, args.packing_elements)}
     for model in args.models:
         results["training"].append(training_ratio(model, args.workers, args.batch, args.samples,
                                                   args.epochs, args.device))

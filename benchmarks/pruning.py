@@ -4,7 +4,7 @@ dense smaller models, against the unpruned network, in one run.
 Each model is pruned once per method and keep ratio (no retraining: speed does not depend on the
 weights' values), exported (src/pruning/export.py), checked against the masked network's outputs,
 and timed against the unpruned network in alternating pairs (median ratio, smallest and largest
-pair). PFP's sensitivities use random inputs of the model's shape.
+pair). PFP's sensitivities use `--samples` random inputs of the model's shape.
 
     .venv/bin/python benchmarks/pruning.py                    # resnet20 and vgg16_bn, CPU or GPU
     .venv/bin/python benchmarks/pruning.py --models resnet20 --keep 0.5 0.2 --batch 128
@@ -44,7 +44,8 @@ def tiny(shape: tuple[int, ...], classes: int) -> nn.Module:
 
 
 MODELS = {"resnet20": resnet20, "vgg16_bn": vgg16_bn, "bn_cnn": tiny}
-METHODS = {"filter_l1": FilterL1, "pfp": lambda: PFP(samples=64), "alds": ALDS}
+METHODS = {"filter_l1": lambda samples: FilterL1(), "pfp": lambda samples: PFP(samples=samples),
+           "alds": lambda samples: ALDS()}
 
 
 class RandomBatches:
@@ -66,7 +67,7 @@ def randomised(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def bench(name: str, method: str, keep: float, batch: int, pairs: int,
+def bench(name: str, method: str, keep: float, batch: int, pairs: int, samples: int,
           device: torch.device) -> dict:
     torch.manual_seed(0)
     reference = randomised(MODELS[name](SHAPE, 10).to(device))
@@ -74,8 +75,8 @@ def bench(name: str, method: str, keep: float, batch: int, pairs: int,
     model.load_state_dict(reference.state_dict())
     masks = Masks(model)
     dense = masks.total
-    data = SimpleNamespace(train_eval=RandomBatches(torch.randn(64, *SHAPE, device=device)))
-    if METHODS[method]()(model, masks, keep, data) is not None:  # ALDS: new layers
+    data = SimpleNamespace(train_eval=RandomBatches(torch.randn(samples, *SHAPE, device=device)))
+    if METHODS[method](samples)(model, masks, keep, data) is not None:  # ALDS: new layers
         masks = Masks(model)
     masks.apply()
     model.eval()
@@ -99,6 +100,7 @@ def main() -> None:
     parser.add_argument("--keep", nargs="+", type=float, default=[0.5, 0.2])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--pairs", type=int, default=9)
+    parser.add_argument("--samples", type=int, default=64, help="PFP's sensitivity points")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args()
@@ -107,7 +109,7 @@ def main() -> None:
     for name in args.models:
         for method in args.methods:
             for keep in args.keep:
-                row = bench(name, method, keep, args.batch, args.pairs, device)
+                row = bench(name, method, keep, args.batch, args.pairs, args.samples, device)
                 rows.append(row)
                 print(f"{name:9s} {method:9s} keep {row['keep']:.3f}  FLOPs kept "
                       f"{row['flops_kept_fraction']:.3f}  params {row['params']:>9,} / "

@@ -28,7 +28,7 @@ from src.checkpoint import FORMAT, load_checkpoint, save_atomic
 from src.compression.exchange import GradientExchange, ddp_hook
 from src.data.bundle import DataBundle, build_data
 from src.errors import CheckpointError, ConfigError, UserError, one_line
-from src.evaluate import evaluate
+from src.evaluation.metrics import evaluate_states
 from src.fast_path import FastPath
 from src.run_log import (
     SUMMARY,
@@ -203,27 +203,23 @@ def versions() -> dict[str, str]:
 def final_metrics(trainer: Trainer, state: TrainState, data: DataBundle) -> dict[str, float]:
     """Final and best (lowest val loss) state of the raw and every averaged model on each split.
 
-    A best state that equals the final one (the last epoch was the best) is not evaluated again.
+    Every distinct state is evaluated once (a best state that equals the final one, as when the
+    last epoch was the best, is not evaluated again), all of them together in one pass over each
+    batch of a split (src/evaluation/metrics.py: evaluate_states).
     """
-    metrics: dict[str, float] = {}
+    keys, states = [], []
     for name in trainer.model_names():
-        prefix = metric_prefix(name)
-        final = None if name == RAW else trainer.ema.state_of(name)
-        best = state.best[name]["state"]
-        current = trainer.state_of(name)
-        same = current.keys() == best.keys() and all(torch.equal(current[k], best[k])
-                                                      for k in best)
-        for tag, weights in (("", final),) if same else (("", final), ("best/", best)):
-            module = trainer.module_with(weights)
-            for split in SPLITS:
-                m = evaluate(module, getattr(data, "train_eval" if split == "train" else split),
-                             trainer.fast)
-                metrics[f"{prefix}{tag}{split}_loss"] = m["loss"]
-                metrics[f"{prefix}{tag}{split}_acc"] = m["acc"]
-        if same:
-            metrics.update({f"{prefix}best/{split}_{m}": metrics[f"{prefix}{split}_{m}"]
-                            for split in SPLITS for m in ("loss", "acc")})
-        metrics[f"{prefix}best/epoch"] = state.best[name]["epoch"]
+        for tag, weights in (("", trainer.state_of(name)), ("best/", state.best[name]["state"])):
+            keys.append(f"{metric_prefix(name)}{tag}")
+            states.append(weights)
+    metrics: dict[str, float] = {}
+    for split in SPLITS:
+        split_data = getattr(data, "train_eval" if split == "train" else split)
+        for key, m in zip(keys, evaluate_states(trainer.model, states, split_data, trainer.fast),
+                          strict=True):
+            metrics[f"{key}{split}_loss"], metrics[f"{key}{split}_acc"] = m["loss"], m["acc"]
+    for name in trainer.model_names():
+        metrics[f"{metric_prefix(name)}best/epoch"] = state.best[name]["epoch"]
     return metrics
 
 
@@ -365,8 +361,9 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     else:
         t_eval = time.perf_counter()
         names = trainer.model_names()
-        log.info("final evaluation: %d model(s) (%s), final and best states (a best that is "
-                 "the final state once), on train, val and test", len(names), ", ".join(names))
+        log.info("final evaluation: %d model(s) (%s), final and best states (each distinct "
+                 "state once, all in one pass per batch), on train, val and test", len(names),
+                 ", ".join(names))
         metrics = final_metrics(trainer, state, data)
         summary.update(status="completed", metrics=metrics, objective=metrics[cfg.objective],
                        final_eval_s=time.perf_counter() - t_eval)

@@ -25,7 +25,7 @@ from src.compression.exchange import GradientExchange
 from src.data.bundle import DataBundle
 from src.data.loader import DeviceData
 from src.distributed import Dist, all_sum
-from src.evaluate import evaluate, evaluate_samples
+from src.evaluation.metrics import evaluate, evaluate_samples
 from src.fast_path import FP32, FastPath
 from src.pruning.masks import Masks
 from src.run_log import RunLog

@@ -1,7 +1,7 @@
 """A folder of mixed runs, made by train.py itself, as a researcher's outputs/runs looks after a
 while: two optimizers x two learning rates x two seeds (recording per-sample correctness), a
-diverged run, a failed run, a compressed run with two workers, a small regimes sweep, a pruning
-experiment and an optimizer record smoke run on fake data.
+diverged run, a failed run, a compressed run with two workers, a small regimes sweep, pruning
+experiments (magnitude, PFP, ALDS) and an optimizer record smoke run on fake data.
 
 The figure tests draw every figure kind from it; `python -m tests.mixed_runs docs/figures`
 builds it in a temporary folder and draws the committed README figures from it.
@@ -26,8 +26,9 @@ SWEEPS = {
                    "workers=2", "trainer.log_every=1"],
     "regimes": ["task=regimes", "debug=fast", "epochs=200", "task.max_wall=20",
                 "batch_size=4,16,64", "task.dt=0.1,1,10"],
-    "pruning": ["pruning=magnitude", "debug=fast", "epochs=3", "pruning.retrain_epochs=1",
-                "pruning.keep_ratios.count=3"],
+    "pruning": ["pruning=magnitude,pfp,alds", "debug=fast", "epochs=3",
+                "pruning.retrain_epochs=1", "pruning.keep_ratios.count=3",
+                "pruning.speed.pairs=3"],
     "record": ["experiment=record_mnist_mlp", "lr_grid=momo", "optimizer.lr=0.3,1", "seed=0,1",
                "debug=fast", "epochs=3", "dataset=fake"],
 }
@@ -51,7 +52,8 @@ def draw_all(folder: Path, out_dir: Path) -> None:
     """Every figure kind from `folder` into `out_dir`, as plots.py draws them."""
     kinds = [["figure=curves"], ["figure=curves", "metric=ema_0.99/val_acc"],
              ["figure=lr_stability"], ["figure=ema"], ["figure=bin_usage"],
-             ["figure=phase_diagram"], ["figure=pruning"], ["figure=records"],
+             ["figure=phase_diagram"], ["figure=pruning"], ["figure=pruning_methods"],
+             ["figure=records"],
              ["figure=best_curves", "top=2"], ["figure=sample_flips"],
              ["figure=sample_disagreement"], ["figure=sample_error_rates"],
              ["figure=sample_barcode"]]

@@ -73,15 +73,16 @@ def test_each_model_family_trains_one_debug_epoch_in_process(tmp_path, model):
 @pytest.mark.parametrize("epochs", [1, 3])
 def test_final_evaluation_evaluates_each_distinct_state_once(tmp_path, monkeypatch, epochs):
     import src.runner as runner
+    from src.evaluation.metrics import distinct as distinct_states
 
     calls = []
 
-    def counted(module, loader, fast):
-        calls.append(module)
-        return evaluate(module, loader, fast)
+    def counted(module, states, loader, fast):
+        calls.extend(distinct_states(states)[0])  # evaluate_states runs each of these once
+        return evaluate_states(module, states, loader, fast)
 
-    evaluate = runner.evaluate
-    monkeypatch.setattr(runner, "evaluate", counted)
+    evaluate_states = runner.evaluate_states
+    monkeypatch.setattr(runner, "evaluate_states", counted)
     cfg = compose_train([*SMALL_FAKE, "model=mlp", f"epochs={epochs}", "device=cpu",
                          "optimizer.lr=0.5", "averaging.decays=[0.5]",
                          "trainer.progress=false", "trainer.tensorboard=false"])

@@ -20,7 +20,7 @@ from src.pruning.masks import Masks
 from src.pruning.methods import FilterL1
 from src.pruning.provable import PFP, SiPP
 from src.pruning.sensitivity import channel_sensitivity, weight_sensitivity
-from tests.conftest import compose_train, run_script
+from tests.conftest import compose_train
 from tests.test_pruning import DIGITS, cells, fake_cifar_data
 
 
@@ -271,16 +271,3 @@ def test_bad_settings_of_the_new_methods_are_one_line_errors(tmp_path, overrides
     cfg = compose_train([*overrides, *DIGITS, "epochs=1"])
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         PruningExperiment(cfg, tmp_path / "run")
-
-
-def test_pruning_benchmark_reports_measured_speedups(tmp_path):
-    out = tmp_path / "pruning.json"
-    proc = run_script("benchmarks/pruning.py", ["--models", "bn_cnn", "--keep", "0.5",
-                                                "--pairs", "3", "--batch", "8", "--out",
-                                                str(out)])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads(out.read_text())["rows"]
-    assert {r["method"] for r in rows} == {"filter_l1", "pfp", "alds"}
-    for r in rows:
-        assert r["speedup"] > 0 and r["speedup_min"] <= r["speedup"] <= r["speedup_max"]
-        assert r["max_abs_diff"] <= 1e-4 and r["params"] < r["params_reference"]

@@ -37,12 +37,12 @@ from src import distributed
 from src.checkpoint import FORMAT, load_checkpoint, save_atomic
 from src.data.bundle import build_data
 from src.errors import CheckpointError, ConfigError, one_line
+from src.evaluation.metrics import topk_metrics
 from src.fast_path import FastPath
 from src.pruning.export import compare_speed, export, parameters
 from src.pruning.flops import count_flops
 from src.pruning.lowrank import apply_plan
 from src.pruning.masks import Masks
-from src.pruning.metrics import topk_metrics
 from src.pruning.ratios import keep_ratios
 from src.pruning.report import prune_potential
 from src.run_log import SUMMARY, RunLog, read_json, start_job_record, write_json_atomic

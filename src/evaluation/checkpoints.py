@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from src.checkpoint import load_checkpoint
 from src.data.bundle import build_data
 from src.errors import CheckpointError, ConfigError
-from src.evaluate import evaluate
+from src.evaluation.metrics import evaluate
 from src.runner import CHECKPOINT, resolve_device
 from src.trainer import RAW, load_state, metric_prefix
 from src.trusted_config import check_targets
