@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: setup train test test-fast test-readme lint clean
+.PHONY: setup train test test-fast test-readme bench lint clean
 # test processes (pytest-xdist)
 JOBS ?= 2
 
@@ -34,6 +34,11 @@ test-fast: setup
 # Every shell command of README.md, run as typed in a scratch workspace (tests/test_readme.py).
 test-readme: setup
 	$(PY) -m pytest -q -m readme tests/test_readme.py
+
+# The CPU benchmark suite (under 10 minutes): JSON in benchmarks/results/cpu/, the table in
+# benchmarks/README.md.
+bench: setup
+	$(PY) benchmarks/suite.py
 
 lint: setup
 	$(PY) -m ruff check .

@@ -1,7 +1,7 @@
 """A folder of mixed runs, made by train.py itself, as a researcher's outputs/runs looks after a
 while: two optimizers x two learning rates x two seeds (recording per-sample correctness), a
 diverged run, a failed run, a compressed run with two workers, a small regimes sweep, pruning
-experiments (magnitude, PFP, ALDS) and an optimizer record smoke run on fake data.
+experiments (magnitude, PFP) and an optimizer record smoke run on fake data.
 
 The figure tests draw every figure kind from it; `python -m tests.mixed_runs docs/figures`
 builds it in a temporary folder and draws the committed README figures from it.
@@ -26,7 +26,7 @@ SWEEPS = {
                    "workers=2", "trainer.log_every=1"],
     "regimes": ["task=regimes", "debug=fast", "epochs=200", "task.max_wall=20",
                 "batch_size=4,16,64", "task.dt=0.1,1,10"],
-    "pruning": ["pruning=magnitude,pfp,alds", "debug=fast", "epochs=3",
+    "pruning": ["pruning=magnitude,pfp", "debug=fast", "epochs=3",
                 "pruning.retrain_epochs=1", "pruning.keep_ratios.count=3",
                 "pruning.speed.pairs=3"],
     "record": ["experiment=record_mnist_mlp", "lr_grid=momo", "optimizer.lr=0.3,1", "seed=0,1",

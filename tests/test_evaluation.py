@@ -12,12 +12,11 @@ from src.models.mean_field import mnas_cnn
 from src.models.mlp import mlp
 from src.models.mnist_cnn import mnist_cnn
 from src.models.resnet_cifar import resnet20
-from src.models.vgg import vgg16_bn
 from src.models.vit import vit
 from src.trainer import load_state
 
 BUILDERS = {"mlp": lambda s: mlp(s, 10, width=32), "resnet20": lambda s: resnet20(s, 10),
-            "vgg16_bn": lambda s: vgg16_bn(s, 10), "mnist_cnn": lambda s: mnist_cnn(s, 10),
+            "mnist_cnn": lambda s: mnist_cnn(s, 10),
             "vit": lambda s: vit(s, 10, dim=32, depth=2, heads=2),
             "mnas": lambda s: mnas_cnn(s, 10, width=8)}
 

@@ -13,6 +13,7 @@ Marked `readme`: `make test-readme` runs it, and CI runs it after `make test`.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -28,14 +29,17 @@ pytestmark = [pytest.mark.readme, pytest.mark.xdist_group("readme")]
 
 LINKED = ("train.py", "tune.py", "eval.py", "plots.py", "conf", "src", "hydra_plugins",
           "benchmarks", "Makefile", "requirements.txt", ".venv")
-SKIPPED = {"make test": "this suite itself"}
+SKIPPED = {"make test": "this suite itself",
+           "make bench": "ten minutes: tests/test_benchmarks.py runs the suite at tiny sizes",
+           "bash benchmarks/gpu.sh --dry": "test_the_gpu_kits_dry_mode_as_the_readme_shows_it"}
 # (pattern of a command, settings appended to each train.py / tune.py / torchrun invocation)
 FAST = [
     (r"", ["debug=fast"]),
     (r"tune\.py", ["hydra.sweeper.n_trials=2"]),
     (r"experiment=ema_resnet20_cifar10", ["model=mlp", "seed=1111"]),
     (r"experiment=prune_resnet20_cifar10", ["pruning.keep_ratios.count=2"]),
-    (r"experiment=prune_resnet20_cifar10 (debug|pruning=snip)", ["model=mlp"]),  # no filter_l1
+    # an MLP where the command names no conv-only method (filter_l1)
+    (r"experiment=prune_resnet20_cifar10 (debug|pruning=snip|pruning=pfp)", ["model=mlp"]),
     (r"experiment=regimes_perceptron_chi0", ["batch_size=16", "task.dt=1"]),
     (r"experiment=csgd_compressed_sgd", ["optimizer.lr=1e-3", "compression.compressor.decay=0.7"]),
     (r"-m experiment=record_\w+ lr_grid=\S+$", ["optimizer.lr=0.01", "seed=0"]),
@@ -82,7 +86,7 @@ def uncommented(line: str) -> str:
 
 def fast(command: str, postgres_url: str | None) -> str | None:
     """The command as this test runs it (None: not run here)."""
-    if command.split("#")[0].strip() in SKIPPED or "plots.py" in command:
+    if uncommented(command).strip() in SKIPPED or "plots.py" in command:
         return None
     text = "\n".join(uncommented(line) for line in command.replace("\\\n", " ").splitlines())
     for pattern, replacement in REPLACE:
@@ -144,9 +148,43 @@ def test_the_readme_commands_are_found():
 def test_a_readme_command_works_as_typed(workspace, postgres_url, command):
     line = fast(command, postgres_url)
     if line is None:
-        pytest.skip("make test is this suite; plots.py commands: tests/test_figures.py"
-                    if postgres_url or "postgresql" not in command else why_not())
+        reason = SKIPPED.get(uncommented(command).strip(), "plots.py commands: "
+                             "tests/test_figures.py")
+        pytest.skip(reason if postgres_url or "postgresql" not in command else why_not())
     proc = subprocess.run(["bash", "-c", line], cwd=workspace, text=True, capture_output=True,
                           timeout=600)
     assert proc.returncode == 0, f"{line}\n{proc.stdout[-2500:]}\n{proc.stderr[-2500:]}"
     assert "Traceback" not in proc.stderr, proc.stderr[-2500:]
+
+
+def test_the_gpu_kits_dry_mode_as_the_readme_shows_it(tmp_path):
+    """bash benchmarks/gpu.sh --dry: the cuda-marked tests on the CPU, then every GPU benchmark
+    at tiny sizes (this is also where throughput.py, compression.py, evaluation.py and
+    pruning.py are checked end to end)."""
+    assert "bash benchmarks/gpu.sh --dry" in [uncommented(c).strip() for c in COMMANDS]
+    out = tmp_path / "gpu"
+    proc = subprocess.run(["bash", "benchmarks/gpu.sh", "--dry", "--out", str(out)], cwd=ROOT,
+                          text=True, capture_output=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    tests = (out / "cuda_tests.xml").read_text()
+    assert 'failures="0"' in tests and 'errors="0"' in tests and 'skipped="0"' in tests
+    assert 'tests="0"' not in tests
+    row = json.loads((out / "throughput.json").read_text())["rows"][0]
+    for key in ("ours_img_s", "standard_img_s", "bare_loop_img_s", "ours_ema5_img_s"):
+        assert row[key] > 0
+    assert row["speedup_vs_standard"] == row["ours_img_s"] / row["standard_img_s"]
+    compression = json.loads((out / "compression.json").read_text())
+    assert compression["training"][0]["time_per_sample_ratio"] > 0
+    assert [p["bits"] for p in compression["packing"]] == [1, 2, 3, 4, 8]
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["states"] == 12 and evaluation["pairs"] == 2
+    assert evaluation["accuracy_identical"] and evaluation["loss_max_rel_diff"] == 0.0  # exact
+    assert evaluation["speedup_min"] <= evaluation["speedup"] <= evaluation["speedup_max"]
+    rows = json.loads((out / "pruning.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"filter_l1", "pfp", "alds"}
+    for r in rows:
+        assert r["speedup_min"] <= r["speedup"] <= r["speedup_max"]
+        assert r["max_abs_diff"] <= 1e-4 and r["params"] < r["params_reference"]
+    bad = subprocess.run(["bash", "benchmarks/gpu.sh", "--fast"], cwd=ROOT, text=True,
+                         capture_output=True)
+    assert bad.returncode == 2 and "unknown argument --fast" in bad.stderr

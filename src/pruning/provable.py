@@ -35,14 +35,19 @@ from src.pruning.sensitivity import (
 VARIANTS = ("rand", "det")
 
 
-def _check(samples: int, variant: str, delta: float, c: float) -> None:
-    if not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"pruning.method.samples={samples}: use an integer >= 1")
-    if variant not in VARIANTS:
-        raise ValueError(f"pruning.method.variant={variant}: use rand (importance sampling) or "
-                         f"det (the deterministic variant)")
-    if not 0.0 < delta < 1.0 or c <= 0:
-        raise ValueError(f"pruning.method.delta={delta}, c={c}: use 0 < delta < 1 and c > 0")
+class _SensitivityMethod:
+    """The settings SiPP and PFP share: the data subset, the variant and the bound's constants."""
+
+    def __init__(self, samples: int = 128, variant: str = "rand", delta: float = 1e-16,
+                 c: float = 3.0) -> None:
+        if not isinstance(samples, int) or samples < 1:
+            raise ValueError(f"pruning.method.samples={samples}: use an integer >= 1")
+        if variant not in VARIANTS:
+            raise ValueError(f"pruning.method.variant={variant}: use rand (importance sampling) "
+                             f"or det (the deterministic variant)")
+        if not 0.0 < delta < 1.0 or c <= 0:
+            raise ValueError(f"pruning.method.delta={delta}, c={c}: use 0 < delta < 1 and c > 0")
+        self.samples, self.variant, self.delta, self.c = samples, variant, delta, c
 
 
 def _install(masks: Masks, keep_masks: list[Tensor]) -> None:
@@ -51,7 +56,7 @@ def _install(masks: Masks, keep_masks: list[Tensor]) -> None:
             prune.custom_from_mask(module, name, new.to(module.weight.dtype))
 
 
-class SiPP:
+class SiPP(_SensitivityMethod):
     """Sensitivity-informed provable pruning of weights.
 
     rand: every output neuron's weights are sampled with replacement with probability
@@ -64,11 +69,6 @@ class SiPP:
     det: the weights with the largest sensitivity (mean over positions, max over points), global
     top-k, unscaled.
     """
-
-    def __init__(self, samples: int = 128, variant: str = "rand", delta: float = 1e-16,
-                 c: float = 3.0) -> None:
-        _check(samples, variant, delta, c)
-        self.samples, self.variant, self.delta, self.c = samples, variant, delta, c
 
     def __call__(self, model: nn.Module, masks: Masks, keep: float, data: DataBundle) -> None:
         _to_remove(masks, keep)
@@ -136,7 +136,7 @@ def _fill(keep_masks: list[Tensor], masks: Masks, budget: int) -> list[Tensor]:
         [k.numel() for k in keep_masks]), strict=True)]
 
 
-class PFP:
+class PFP(_SensitivityMethod):
     """Provable filter pruning: input channels of every groups=1 layer by their sensitivity.
 
     A channel's sensitivity is the largest share it has in any output of the layer on the data
@@ -151,11 +151,6 @@ class PFP:
     """
 
     structured = True  # src/pruning/export.py removes the channels it prunes
-
-    def __init__(self, samples: int = 128, variant: str = "rand", delta: float = 1e-16,
-                 c: float = 3.0) -> None:
-        _check(samples, variant, delta, c)
-        self.samples, self.variant, self.delta, self.c = samples, variant, delta, c
 
     def __call__(self, model: nn.Module, masks: Masks, keep: float, data: DataBundle) -> None:
         _to_remove(masks, keep)

@@ -1,0 +1,138 @@
+"""The CPU benchmark suite (`make bench`): every benchmark at CPU sizes, each writing its JSON to
+benchmarks/results/cpu/, then one Markdown table of their headline ratios written into
+benchmarks/README.md between the `bench:start` and `bench:end` markers.
+
+    .venv/bin/python benchmarks/suite.py                      # the whole suite (under 10 minutes)
+    .venv/bin/python benchmarks/suite.py --only pruning evaluation
+    .venv/bin/python benchmarks/suite.py --quick --out /tmp/b --readme /tmp/b/README.md  # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from harness import machine  # noqa: E402
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+# name -> (arguments at CPU size, arguments of --quick)
+SUITE: dict[str, tuple[list[str], list[str]]] = {
+    "evaluation": (["--model", "resnet20", "--images", "500", "--batch", "250", "--pairs", "5"],
+                   ["--model", "mlp", "--images", "64", "--batch", "32", "--pairs", "2"]),
+    "pruning": (["--models", "resnet20", "--keep", "0.5", "0.2", "--pairs", "7", "--samples",
+                 "32"],
+                ["--models", "bn_cnn", "--keep", "0.5", "--pairs", "2", "--batch", "8"]),
+    "compression": (["--models", "mnist_cnn", "resnet20", "--samples", "1024", "--epochs", "3"],
+                    ["--models", "mlp", "--batch", "16", "--samples", "256", "--epochs", "2",
+                     "--packing-elements", "65536"]),
+    "regimes": (["--steps", "5000", "--ntk-n", "128"],
+                ["--steps", "300", "--ptr", "512", "--ntk-n", "8", "--width", "16", "--depth",
+                 "2", "--inputs", "10"]),
+    "throughput": (["--models", "resnet20", "--images", "2000", "--epochs", "2"],
+                   ["--models", "mlp", "--batches", "32", "--images", "300", "--epochs", "1"]),
+}
+
+
+def _spread(r: dict, key: str) -> str:
+    low, high = r.get(f"{key}_min"), r.get(f"{key}_max")
+    return "-" if low is None else f"{low:.2f} - {high:.2f}"
+
+
+def rows_evaluation(d: dict) -> list[list[str]]:
+    return [["evaluation", f"{d['model']}: {d['states']} states x 3 splits of "
+             f"{d['images_per_split']}, all together vs one at a time",
+             f"{d['speedup']:.2f}x", _spread(d, "speedup"), f"{d['pairs']} alternating pairs"]]
+
+
+def rows_pruning(d: dict) -> list[list[str]]:
+    return [["pruning", f"{r['model']} {r['method']} keep {r['keep']:.2f} (FLOPs kept "
+             f"{r['flops_kept_fraction']:.2f}): exported vs unpruned inference",
+             f"{r['speedup']:.2f}x", _spread(r, "speedup"),
+             f"{r['speed_pairs']} alternating pairs"] for r in d["rows"]]
+
+
+def rows_compression(d: dict) -> list[list[str]]:
+    return [["compression", f"{r['model']}: time per sample, 1-bit vote x{r['workers']} vs SGD",
+             f"{r['time_per_sample_ratio']:.2f}x", "-", "median epoch, sequential runs"]
+            for r in d["training"]]
+
+
+def rows_regimes(d: dict) -> list[list[str]]:
+    return [["regimes", "perceptron SGD step, compiled vs eager",
+             f"{d['compiled_speedup']:.2f}x", "-", "sequential"]]
+
+
+def rows_throughput(d: dict) -> list[list[str]]:
+    out = []
+    for r in d["rows"]:
+        out.append(["throughput", f"{r['model']} batch {r['batch']}: ours vs the standard "
+                    f"pipeline", f"{r['speedup_vs_standard']:.2f}x", "-", "sequential"])
+        out.append(["throughput", f"{r['model']} batch {r['batch']}: ours vs a bare loop",
+                    f"{r['framework_vs_bare']:.2f}x", "-", "sequential"])
+    return out
+
+
+ROWS: dict[str, Callable[[dict], list[list[str]]]] = {
+    "evaluation": rows_evaluation, "pruning": rows_pruning, "compression": rows_compression,
+    "regimes": rows_regimes, "throughput": rows_throughput}
+
+
+def table(results: dict[str, dict], info: dict, seconds: dict[str, float]) -> str:
+    lines = [f"Measured by `make bench` on {info['platform']}, {info['cpus']} CPUs "
+             f"({info['threads']} torch threads), Python {info['python']}, torch "
+             f"{info['torch']}{', ' + info['gpu'] if 'gpu' in info else ''}; JSON in "
+             f"benchmarks/results/cpu/.", "",
+             "| benchmark | what | ratio | spread (min - max) | how |", "|---|---|---|---|---|"]
+    for name, data in results.items():
+        lines += ["| " + " | ".join(row) + " |" for row in ROWS[name](data)]
+    lines += ["", "Seconds per benchmark: " + ", ".join(f"{n} {s:.0f}" for n, s in
+                                                        seconds.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(readme: Path, text: str) -> None:
+    """Replace the text between the markers of `readme` (appended once if it has none)."""
+    old = readme.read_text() if readme.exists() else ""
+    block = f"{START}\n{text}{END}"
+    if START in old and END in old:
+        new = old[:old.index(START)] + block + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip() + "\n\n## The CPU suite (make bench)\n\n" + block + "\n"
+    readme.write_text(new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=list(SUITE), default=list(SUITE))
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "cpu")
+    parser.add_argument("--readme", type=Path, default=ROOT / "benchmarks" / "README.md")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results, seconds = {}, {}
+    for name in args.only:
+        out = args.out / f"{name}.json"
+        cmd = [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"),
+               *SUITE[name][1 if args.quick else 0], "--device", "cpu", "--out", str(out)]
+        print(f"== bench: {name}", flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT)
+        seconds[name] = time.perf_counter() - t0
+        if proc.returncode != 0:
+            sys.exit(f"bench: {name} exited {proc.returncode}: {' '.join(cmd)}")
+        results[name] = json.loads(out.read_text())
+    text = table(results, machine(), seconds)
+    write_table(args.readme, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
