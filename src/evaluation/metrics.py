@@ -97,16 +97,16 @@ def evaluate_states(model: nn.Module, states: list[dict[str, Tensor]], data: Dev
     unique, index = distinct(states)
     template = copy.deepcopy(model).eval()
     names = [n for n, _ in template.named_parameters()] + [n for n, _ in template.named_buffers()]
+
+    def forward(tensors: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(template, tensors, (x,))
+
+    batched = vmap(forward, in_dims=(0, None))  # ops without a batching rule loop
     results: list[dict[str, float]] = []
     for start in range(0, len(unique), group):
         chunk = unique[start:start + group]
-        stacked = {n: torch.stack([s[n] for s in chunk]) for n in names}
-
-        def forward(tensors: dict[str, Tensor], x: Tensor) -> Tensor:
-            return functional_call(template, tensors, (x,))
-
-        batched = vmap(forward, in_dims=(0, None))  # ops without a batching rule loop
         k = len(chunk)
+        stacked = {n: torch.stack([s[n] for s in chunk]) for n in names} if k > 1 else None
         loss_sum = torch.zeros(k, dtype=torch.float64, device=data.x.device)
         correct = torch.zeros(k, dtype=torch.int64, device=data.x.device)
         for x, y in data.batches(None):

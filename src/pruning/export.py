@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from src.pruning.graph import chains
+from src.pruning.graph import chains, channel_layer
 from src.pruning.masks import Masks
 
 
@@ -99,8 +99,7 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 def export(model: nn.Module, masks: Masks) -> nn.Module:
     """A dense copy of the masked `model` without its pruned channels (eval mode)."""
     out = copy.deepcopy(model).eval()
-    layers = {n: m for n, m in masks.modules.items()
-              if not (isinstance(m, nn.Conv2d) and m.groups != 1)}
+    layers = {n: m for n, m in masks.modules.items() if channel_layer(m)}
     mask_of = dict(zip(masks.names, masks.masks, strict=True))
     alive = {n: _alive(mask_of[n]) for n in layers}
     logical_out = {n: torch.ones_like(alive[n][0]) for n in layers}
@@ -126,8 +125,7 @@ def export(model: nn.Module, masks: Masks) -> nn.Module:
         if not bool(needed.any()):
             needed = logical_in[name].clone()
             needed[needed.nonzero().flatten()[1:]] = False
-        if bool(computed.equal(alive_out.new_ones(alive_out.shape))) and bool(
-                needed.equal(alive_in.new_ones(alive_in.shape))):
+        if bool(computed.all()) and bool(needed.all()):
             continue
         new = _slice_layer(layer, computed.nonzero().flatten(), needed.nonzero().flatten(),
                            mask_of[name])

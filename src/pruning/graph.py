@@ -33,7 +33,9 @@ class Chain:
     norms: tuple[str, ...]  # BatchNorm modules between them, whose channels go with the filters
 
 
-def _layer(module: nn.Module | None) -> bool:
+def channel_layer(module: nn.Module | None) -> bool:
+    """A layer whose input channels (features) are its weight's dim 1: a groups=1 Conv2d or a
+    Linear layer."""
     if isinstance(module, nn.Conv2d):
         return module.groups == 1
     return isinstance(module, nn.Linear)
@@ -48,13 +50,13 @@ def chains(model: nn.Module) -> dict[str, Chain]:
     modules = dict(model.named_modules())
     found = {}
     for node in graph.nodes:
-        if node.op != "call_module" or not _layer(modules.get(node.target)):
+        if node.op != "call_module" or not channel_layer(modules.get(node.target)):
             continue
         consumer = modules[node.target]
         norms: list[str] = []
         prev = node.args[0] if node.args else None
         while isinstance(prev, fx.Node) and len(prev.users) == 1:
-            if prev.op == "call_module" and _layer(modules.get(prev.target)):
+            if prev.op == "call_module" and channel_layer(modules.get(prev.target)):
                 producer = modules[prev.target]
                 if type(producer) is type(consumer) and _out(producer) == _in(consumer):
                     found[node.target] = Chain(prev.target, node.target, tuple(reversed(norms)))

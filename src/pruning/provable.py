@@ -2,7 +2,7 @@
 
 They are called like the methods of src/pruning/methods.py, `method(model, masks, keep, data)`,
 with the same keep-ratio semantics: `keep` x (all prunable weights) remain. SiPP and PFP score
-with the sensitivities of src/pruning/sensitivity.py on `samples` training points. LowRank
+with the sensitivities of src/pruning/sensitivity.py on `samples` training points. ALDS
 changes the architecture and returns its plan ({layer: [rank, subspaces]}), which the
 experiment stores in the cell's checkpoint to rebuild the factorised network on resume.
 """
@@ -17,7 +17,7 @@ from torch.nn.utils import prune
 
 from src.data.bundle import DataBundle
 from src.pruning import lowrank
-from src.pruning.graph import chains
+from src.pruning.graph import chains, channel_layer
 from src.pruning.masks import Masks
 from src.pruning.methods import _to_remove
 from src.pruning.sensitivity import (
@@ -48,6 +48,16 @@ class _SensitivityMethod:
         if not 0.0 < delta < 1.0 or c <= 0:
             raise ValueError(f"pruning.method.delta={delta}, c={c}: use 0 < delta < 1 and c > 0")
         self.samples, self.variant, self.delta, self.c = samples, variant, delta, c
+
+
+def _global_top(values: list[Tensor], k: int) -> list[Tensor]:
+    """Boolean masks (shaped like `values`) of the k largest entries over all of them; entries
+    set to -1 are taken only after every other."""
+    flat = torch.cat([v.flatten() for v in values])
+    chosen = torch.zeros_like(flat, dtype=torch.bool)
+    chosen[flat.topk(k).indices] = True
+    return [c.view_as(v) for c, v in zip(chosen.split([v.numel() for v in values]), values,
+                                         strict=True)]
 
 
 def _install(masks: Masks, keep_masks: list[Tensor]) -> None:
@@ -84,12 +94,8 @@ class SiPP(_SensitivityMethod):
 
     @staticmethod
     def _top(scores: list[Tensor], masks: Masks, budget: int) -> list[Tensor]:
-        flat = torch.cat([torch.where(m > 0, s, -1.0).flatten()
-                          for s, m in zip(scores, masks.masks, strict=True)])
-        chosen = torch.zeros_like(flat, dtype=torch.bool)
-        chosen[flat.topk(budget).indices] = True
-        return [c.view_as(m) for c, m in zip(chosen.split([m.numel() for m in masks.masks]),
-                                             masks.masks, strict=True)]
+        return _global_top([torch.where(m > 0, s, -1.0)
+                            for s, m in zip(scores, masks.masks, strict=True)], budget)
 
     def _sample(self, scores: list[Tensor], masks: Masks, positions: dict[str, int],
                 budget: int) -> list[Tensor]:
@@ -128,12 +134,10 @@ def _fill(keep_masks: list[Tensor], masks: Masks, budget: int) -> list[Tensor]:
     short = budget - sum(int(k.sum()) for k in keep_masks)
     if short <= 0:
         return keep_masks
-    flat = torch.cat([torch.where((m > 0) & ~k, w.detach().abs(), -1.0).flatten()
-                      for k, m, w in zip(keep_masks, masks.masks, masks.weights, strict=True)])
-    add = torch.zeros_like(flat, dtype=torch.bool)
-    add[flat.topk(short).indices] = True
-    return [k | a.view_as(k) for k, a in zip(keep_masks, add.split(
-        [k.numel() for k in keep_masks]), strict=True)]
+    add = _global_top([torch.where((m > 0) & ~k, w.detach().abs(), -1.0)
+                       for k, m, w in zip(keep_masks, masks.masks, masks.weights, strict=True)],
+                      short)
+    return [k | a for k, a in zip(keep_masks, add, strict=True)]
 
 
 class PFP(_SensitivityMethod):
@@ -156,8 +160,7 @@ class PFP(_SensitivityMethod):
         _to_remove(masks, keep)
         budget = round(keep * masks.total)
         index = {n: i for i, n in enumerate(masks.names)}
-        layers = [n for n, m in masks.modules.items()
-                  if not (isinstance(m, nn.Conv2d) and m.groups != 1)]
+        layers = [n for n, m in masks.modules.items() if channel_layer(m)]
         sens, positions = layer_sensitivities(model, {n: masks.modules[n] for n in layers}, data,
                                               self.samples, "max")
         producer_of = {c.consumer: c.producer for c in chains(model).values()
@@ -171,11 +174,12 @@ class PFP(_SensitivityMethod):
         coeff = {n: log_term(masks.weights[index[n]], positions[n], self.delta, self.c) *
                  float(plans[n][1].sum()) for n in layers}
         alive = {n: int((grid[n].sum(0) > 0).sum()) for n in layers}
+        probs_of = {n: plans[n][1] / plans[n][1].sum().clamp(min=1e-300) for n in layers}
 
         def channels(eps: float) -> dict[str, int]:
             out = {}
             for n in layers:
-                probs = plans[n][1] / plans[n][1].sum().clamp(min=1e-300)
+                probs = probs_of[n]
                 m = sample_complexity(torch.tensor(coeff[n], dtype=torch.float64), eps)
                 out[n] = int(min(alive[n], max(1, round(float(expected_unique(probs, m))))))
             return out
@@ -227,26 +231,26 @@ class PFP(_SensitivityMethod):
                         counts, grew = trial, True
         return counts
 
-    def _order(self, sens: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _order(self, sens: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
         """Channels in the order they are kept (det: by sensitivity; rand: by first appearance
         among draws with probability proportional to sensitivity), the sensitivities, and
-        (rand) the draws."""
+        (rand) the draws with each channel's first appearance in them."""
         sens = sens.double()
         if self.variant == "det" or sens.sum() <= 0:
             return sens.argsort(descending=True, stable=True), sens, None
-        order, seq = appearance_order(sens / sens.sum())
-        return order, sens, seq
+        order, seq, first = appearance_order(sens / sens.sum())
+        return order, sens, (seq, first)
 
     @staticmethod
-    def _scale(weight: Tensor, plan: tuple[Tensor, Tensor, Tensor | None], n: int) -> None:
+    def _scale(weight: Tensor, plan: tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None],
+               n: int) -> None:
         """Scale the kept input channels by count / (m p): the draws up to the n-th distinct
         channel's first appearance."""
-        order, sens, seq = plan
-        if seq is None:
+        order, sens, drawn = plan
+        if drawn is None:
             return
+        seq, first = drawn
         probs = sens / sens.sum()
-        first = torch.full(probs.shape, len(seq), dtype=torch.long)
-        first.scatter_reduce_(0, seq, torch.arange(len(seq)), "amin")
         draws = min(len(seq), int(first[order[n - 1]]) + 1)
         count = torch.bincount(seq[:draws], minlength=len(probs)).double()
         scale = torch.where(count > 0, count / (draws * probs).clamp(min=1e-300), 1.0)
@@ -273,8 +277,7 @@ class ALDS:
         if masks.kept() != masks.total:
             raise ValueError("alds factorises a dense network and this one is pruned: use "
                              "pruning.mode=retrain")
-        layers = {n: m for n, m in masks.modules.items()
-                  if not (isinstance(m, nn.Conv2d) and m.groups != 1)}
+        layers = {n: m for n, m in masks.modules.items() if channel_layer(m)}
         rest = masks.total - sum(m.weight.numel() for m in layers.values())
         plan, _ = lowrank.allocate(layers, round(keep * masks.total), self.subspaces, rest)
         lowrank.apply_plan(model, plan)

@@ -165,6 +165,13 @@ def expected_unique(probs: Tensor, draws: Tensor) -> Tensor:
     return (1.0 - (1.0 - probs).clamp(min=0.0).pow(draws[..., None])).sum(dim=-1)
 
 
+def first_appearance(seq: Tensor, size: int) -> Tensor:
+    """For each of `size` entries, the position of its first draw in `seq` (len(seq) if never
+    drawn)."""
+    first = torch.full((size,), len(seq), dtype=torch.long, device=seq.device)
+    return first.scatter_reduce_(0, seq, torch.arange(len(seq), device=seq.device), "amin")
+
+
 def draw_until_distinct(probs: Tensor, quota: int) -> tuple[Tensor, int]:
     """Draw with replacement from `probs` (1-D) until `quota` distinct entries have come up.
 
@@ -179,8 +186,7 @@ def draw_until_distinct(probs: Tensor, quota: int) -> tuple[Tensor, int]:
     draws = 0
     while int((count > 0).sum()) < quota:
         seq = torch.multinomial(probs, max(64, 4 * quota), replacement=True)
-        first = torch.full_like(count, seq.numel())
-        first.scatter_reduce_(0, seq, torch.arange(seq.numel(), device=seq.device), "amin")
+        first = first_appearance(seq, probs.numel())
         new = first[(count == 0) & (first < seq.numel())].sort().values
         need = quota - int((count > 0).sum())
         cut = seq.numel() if len(new) < need else int(new[need - 1]) + 1
@@ -189,10 +195,10 @@ def draw_until_distinct(probs: Tensor, quota: int) -> tuple[Tensor, int]:
     return count, draws
 
 
-def appearance_order(probs: Tensor, cap: int = 1000) -> tuple[Tensor, Tensor]:
+def appearance_order(probs: Tensor, cap: int = 1000) -> tuple[Tensor, Tensor, Tensor]:
     """Draw with replacement from `probs` until every entry with p > 0 has come up (at most
-    cap x len(probs) draws): the entries by first appearance (those never drawn last, by p) and
-    the draws. Uses torch's global generator."""
+    cap x len(probs) draws): the entries by first appearance (those never drawn last, by p),
+    the draws, and each entry's first_appearance in them. Uses torch's global generator."""
     positive = int((probs > 0).sum())
     seqs, seen, total = [], torch.zeros_like(probs, dtype=torch.bool), 0
     while int(seen.sum()) < positive and total < cap * len(probs):
@@ -201,12 +207,11 @@ def appearance_order(probs: Tensor, cap: int = 1000) -> tuple[Tensor, Tensor]:
         seen[seq] = True
         total += len(seq)
     seq = torch.cat(seqs) if seqs else torch.zeros(0, dtype=torch.long)
-    first = torch.full(probs.shape, len(seq), dtype=torch.long)
-    first.scatter_reduce_(0, seq, torch.arange(len(seq)), "amin")
+    first = first_appearance(seq, len(probs))
     key = first.double() - probs / (1.0 + probs.max())  # unseen entries: by p, within one step
     order = key.argsort(stable=True)
     last = int(first[order[int(seen.sum()) - 1]]) + 1 if seen.any() else 0
-    return order, seq[:last]
+    return order, seq[:last], first.clamp(max=last)
 
 
 def largest_remainder(real: Tensor, caps: Tensor, total: int) -> Tensor:
