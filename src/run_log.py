@@ -19,7 +19,8 @@ RESULT_NEUTRAL = ("device", "data_dir", "dataset.download", "dataset.source.root
                   "dataset.source.download", "trainer.progress", "trainer.tensorboard",
                   "trainer.keep_epochs", "trainer.full_train_eval", "trainer.history_names",
                   "trainer.track_samples", "trainer.track_splits",
-                  "dataset.checksums", "dataset.source.checksums", "pruning.speed")
+                  "dataset.checksums", "dataset.source.checksums", "pruning.speed",
+                  "compression.fused")
 
 
 def neutral(key: str, keys: tuple[str, ...] = RESULT_NEUTRAL) -> bool:

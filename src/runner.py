@@ -86,7 +86,8 @@ def build_exchange(cfg: DictConfig) -> GradientExchange | None:
         return GradientExchange(build(cfg.compressor), aggregate=cfg.aggregate, tie=cfg.tie,
                                 worker_momentum=cfg.worker_momentum,
                                 error_feedback=cfg.error_feedback,
-                                count_levels=cfg.count_levels)
+                                count_levels=cfg.count_levels,
+                                fused=cfg.get("fused", "auto"))
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
@@ -288,7 +289,11 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     local_workers = [dist_info.rank] if dist_info.enabled else list(range(cfg.workers))
     exchange = build_exchange(cfg.compression)
     if exchange is not None:
-        exchange.setup(list(model.parameters()), cfg.workers, local_workers)
+        try:
+            exchange.setup(list(model.parameters()), cfg.workers, local_workers,
+                           simulated=not dist_info.enabled)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     forward_model = model
     if dist_info.enabled:
         forward_model = DistributedDataParallel(
@@ -331,6 +336,9 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     num_params = sum(p.numel() for p in model.parameters())
     log.info("%s: %s parameters on %s, %d steps/epoch, %d worker(s)", cfg.model._target_,
              f"{num_params:,}", device, len(data.train), cfg.workers)
+    if exchange is not None and not dist_info.enabled:
+        log.info("gradient exchange: the %s step (compression.fused=%s)",
+                 "fused, compiled" if exchange.fused else "eager", exchange.fused_setting)
     summary: dict[str, Any] = {"config_digest": digest, "num_params": num_params,
                                "host": socket.gethostname(), "pid": os.getpid(),
                                "device": str(device), "workers": cfg.workers,
@@ -340,7 +348,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
             "bits_per_element": exchange.bits, "levels": [exchange.low, exchange.high],
             "payload_bytes_per_worker_step": exchange.payload_bytes,
             "fp32_bytes_per_worker_step": exchange.fp32_bytes,
-            "compression_ratio": exchange.fp32_bytes / exchange.payload_bytes}
+            "compression_ratio": exchange.fp32_bytes / exchange.payload_bytes,
+            "fused_step": exchange.fused is not None}
     if not dist_info.is_main:
         summary_path = None  # rank 0 alone writes
     try:

@@ -19,12 +19,13 @@ from torch import nn
 
 from src.averaging.ema import EMA
 from src.compression import packing
-from src.compression.compressors import ScaledSign, Sign
+from src.compression.compressors import MinMax, ScaledSign, Sign
 from src.compression.exchange import GradientExchange, ddp_hook
 from src.models.resnet_cifar import resnet20
 from src.runner import run
 from tests.conftest import compose_train
 from tests.postgres import free_port
+from tests.test_compression_fused import exchange, steps
 
 pytestmark = pytest.mark.cuda
 CPU = torch.device("cpu")
@@ -140,3 +141,13 @@ def test_the_ddp_hook_encodes_and_decodes_on_the_device(device):
     for a, b in zip(got, want, strict=True):
         assert torch.equal(a, b)
     assert exchange.bytes_sent > 0
+
+
+@pytest.mark.parametrize("make", [lambda: MinMax(1), lambda: MinMax(2, decay=0.9)],
+                         ids=["minmax1", "minmax2-lin"])
+def test_the_compiled_exchange_step_equals_the_eager_one_on_the_device(device, make):
+    # Triton kernels on a GPU; the random bytes come from the device's generators in both paths.
+    eager = steps(*exchange(make(), "false", 4, 100_003, device), 3)
+    fused = steps(*exchange(make(), "true", 4, 100_003, device), 3)
+    for a, b in zip(eager, fused, strict=True):
+        assert torch.equal(a, b)

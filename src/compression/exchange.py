@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from src.compression import aggregate, packing
+from src.compression import fused as fused_step
 from src.compression.compressors import ErrorFeedback, Segments
 
 TIE_STREAM, WORKER_STREAM = 99, 100
@@ -34,11 +35,15 @@ class GradientExchange:
         m <- beta * m + (1 - beta) * g instead of g (Signum and its vote form).
     error_feedback: add each worker's compression error to its next gradient (EF-SGD).
     count_levels: count how often each level is sent (the seed's 'bin usage'), on the device.
+    fused: run the simulated workers' step as one compiled function (src.compression.fused,
+        bit-identical to the eager one): 'auto' (where it can, with a compiler at hand and at
+        least fused.AUTO_MIN_ELEMENTS elements per step), 'true' (refuse where it cannot) or
+        'false'.
     """
 
     def __init__(self, compressor: object, aggregate: str = "vote", tie: str = "random",
                  worker_momentum: float = 0.0, error_feedback: bool = False,
-                 count_levels: bool = True) -> None:
+                 count_levels: bool = True, fused: str = "auto") -> None:
         if aggregate not in ("vote", "mean"):
             raise ValueError(f"compression.aggregate={aggregate} is not an aggregation: "
                              f"use vote or mean")
@@ -50,6 +55,10 @@ class GradientExchange:
         self.aggregate, self.tie = aggregate, tie
         self.worker_momentum = worker_momentum
         self.count_levels = count_levels
+        if str(fused).lower() not in fused_step.SETTINGS:
+            raise ValueError(f"compression.fused={fused} is not a setting: use auto, true or "
+                             f"false")
+        self.fused_setting = str(fused).lower()
         if aggregate == "vote" and self.compressor.scaled:
             raise ValueError(f"compression.aggregate=vote needs integer levels, which "
                              f"{type(compressor).__name__} scales: use aggregate=mean")
@@ -57,10 +66,13 @@ class GradientExchange:
         self.bits = self.compressor.bits
         self.workers = 1
         self.local_workers: list[int] = [0]
+        self.fused: fused_step.FusedReduce | None = None
 
     # ---- set-up ------------------------------------------------------------------------------
-    def setup(self, params: Sequence[Tensor], workers: int, local_workers: Sequence[int]) -> None:
-        """Allocate per-worker state for `params` (flattened in this order)."""
+    def setup(self, params: Sequence[Tensor], workers: int, local_workers: Sequence[int],
+              simulated: bool = True) -> None:
+        """Allocate per-worker state for `params` (flattened in this order); `simulated`:
+        all workers run in this process (reduce), not one per rank (comm_hook)."""
         self.params = list(params)
         self.workers, self.local_workers = workers, list(local_workers)
         device = self.params[0].device
@@ -86,6 +98,19 @@ class GradientExchange:
         num_scales = len(sizes) if self.compressor.scaled else 0
         self.payload_bytes = packing.payload_bytes(self.n, self.bits, num_scales)
         self.fp32_bytes = packing.fp32_bytes(self.n)
+        self.fused = fused_step.FusedReduce(self) if self._fuse(simulated, device) else None
+
+    def _fuse(self, simulated: bool, device: torch.device) -> bool:
+        """Whether reduce runs the compiled step (see `fused`); True refuses what cannot be."""
+        if self.fused_setting == "false":
+            return False
+        why = (None if simulated else "each rank encodes its own gradient in the DDP hook, "
+               "eagerly") or fused_step.unfusable(self) or fused_step.compiler_missing(device)
+        if self.fused_setting == "true":
+            if why:
+                raise ValueError(f"compression.fused=true, but {why}: use fused=auto or false")
+            return True
+        return why is None and self.n * len(self.local_workers) >= fused_step.AUTO_MIN_ELEMENTS
 
     def start_epoch(self, seed_of: callable) -> None:
         """Reseed the generators; seed_of(stream) gives this epoch's seed for a stream."""
@@ -140,10 +165,13 @@ class GradientExchange:
 
     def reduce(self) -> None:
         """Encode every simulated worker's row, aggregate, and write the result into .grad."""
-        coded = [self.encode(self.grads[r:r + 1], r) for r in range(len(self.local_workers))]
-        codes = torch.cat([c for c, _ in coded])
-        scales = torch.cat([s for _, s in coded])
-        self.agg.copy_(self.combine(codes, scales))
+        if self.fused is not None:
+            self.fused()
+        else:
+            coded = [self.encode(self.grads[r:r + 1], r) for r in range(len(self.local_workers))]
+            codes = torch.cat([c for c, _ in coded])
+            scales = torch.cat([s for _, s in coded])
+            self.agg.copy_(self.combine(codes, scales))
         for p, o in zip(self.params, self.offsets, strict=True):
             p.grad.copy_(self.agg[o:o + p.numel()].view_as(p))
 

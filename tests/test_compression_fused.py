@@ -1,0 +1,164 @@
+"""The fused exchange step (src/compression/fused.py) against the eager one it replaces: bit for
+bit, random draws included, over the settings it fuses; in a real run that is killed and resumed
+on the other path; and what it refuses, in one line."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+import src.compression.fused as fused
+import src.runner
+from src.compression.compressors import QSGD, MinMax, Sign
+from src.compression.exchange import GradientExchange
+from tests.conftest import compose_train, summary
+
+CPU = torch.device("cpu")
+
+
+def exchange(compressor: object, setting: str, workers: int, n: int,
+             device: torch.device = CPU,
+             **kwargs: object) -> tuple[GradientExchange, list[torch.nn.Parameter]]:
+    params = [torch.nn.Parameter(torch.zeros(n - 5, device=device)),
+              torch.nn.Parameter(torch.zeros(5, device=device))]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    ex = GradientExchange(compressor, fused=setting, **kwargs)
+    ex.setup(params, workers, list(range(workers)))
+    ex.start_epoch(lambda stream: 1000 + stream)
+    return ex, params
+
+
+def steps(ex: GradientExchange, params: list[torch.nn.Parameter], count: int) -> list[torch.Tensor]:
+    """What `count` steps leave behind: each step's gradient, the level counts, the per-worker
+    state and every generator's state (so both paths drew the same random numbers)."""
+    data = torch.Generator().manual_seed(5)
+    out = []
+    for _ in range(count):
+        g = torch.randn(ex.grads.shape, generator=data).to(ex.grads.device)
+        g[:, ::7] = 0  # zeros: random signs, ties and the 0/0 of the min-max quantiser
+        g[:, 1::11] *= 1e-3
+        ex.grads.copy_(g)
+        ex.reduce()
+        out.append(torch.cat([p.grad.reshape(-1) for p in params]).clone())
+    out.append(ex.level_counts.clone())
+    out += [ex.state[k].clone() for k in sorted(ex.state)]
+    out += [gen.get_state() for gen in [*ex.gens, ex.tie_gen]]
+    return out
+
+
+# Every fused branch: 1 and b bits, lin and exp, decay, rand_zero on and off, vote and mean,
+# random and zero ties, one worker, worker momentum; n not a multiple of 8.
+CASES = {
+    "minmax1-vote-w4": (lambda: MinMax(1), 4, 1003, {}),
+    "sign-tie-zero-w3": (lambda: Sign(), 3, 1001, {"tie": "zero"}),
+    "sign-no-rand-zero-mean": (lambda: Sign(rand_zero=False), 2, 1000, {"aggregate": "mean"}),
+    "minmax2-decay-vote-w3": (lambda: MinMax(2, decay=0.9), 3, 1007, {}),
+    "minmax3-exp-mean-w4": (lambda: MinMax(3, binning="exp", decay=0.95, rand_zero=False), 4,
+                            999, {"aggregate": "mean"}),
+    "minmax2-w1": (lambda: MinMax(2, rand_zero=False), 1, 1001, {}),
+    "minmax2-momentum": (lambda: MinMax(2), 3, 1001, {"worker_momentum": 0.9}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_fused_step_equals_the_eager_one_bit_for_bit(case):
+    make, workers, n, kwargs = CASES[case]
+    eager_ex, eager_params = exchange(make(), "false", workers, n, **kwargs)
+    fused_ex, fused_params = exchange(make(), "true", workers, n, **kwargs)
+    assert eager_ex.fused is None and fused_ex.fused is not None
+    eager, fused_out = steps(eager_ex, eager_params, 3), steps(fused_ex, fused_params, 3)
+    assert len(eager) == len(fused_out)
+    for a, b in zip(eager, fused_out, strict=True):
+        assert torch.equal(a, b)
+    assert eager_ex.level_counts.sum() > 0
+
+
+@pytest.mark.slow
+def test_a_process_compiles_more_variants_than_torch_compiles_default_limit():
+    # A joblib worker runs many sweep jobs: the ninth shape must still be compiled (the default
+    # recompile limit of 8 would fall back to eager silently; here that would raise instead).
+    for n in range(24, 24 + 2 * 9, 2):
+        ex, params = exchange(Sign(), "true", 2, n, tie="zero")
+        ex.grads.copy_(torch.randn(2, n))
+        ex.reduce()
+        votes = torch.sign(torch.sign(ex.grads).sum(dim=0))
+        assert torch.equal(torch.cat([p.grad.reshape(-1) for p in params]), votes)
+
+
+def test_auto_fuses_large_steps_where_a_compiler_is_found(monkeypatch):
+    small, _ = exchange(MinMax(1), "auto", 2, 100)
+    assert small.fused is None  # 200 elements: the compile would cost more than it saves
+    monkeypatch.setattr(fused, "AUTO_MIN_ELEMENTS", 200)
+    assert exchange(MinMax(1), "auto", 2, 100)[0].fused is not None
+    assert exchange(MinMax(1), "auto", 1, 100)[0].fused is None  # 100 < 200
+    assert exchange(QSGD(2), "auto", 2, 100, aggregate="mean")[0].fused is None
+    assert exchange(MinMax(1), "auto", 2, 100, error_feedback=True)[0].fused is None
+    assert exchange(MinMax(4), "auto", 2, 100)[0].fused is None  # 16 levels + 0 to count
+    assert exchange(MinMax(4), "auto", 2, 100, count_levels=False)[0].fused is not None
+    monkeypatch.setattr(fused.shutil, "which", lambda name: None)
+    assert exchange(MinMax(1), "auto", 2, 100)[0].fused is None
+
+
+@pytest.mark.parametrize(("make", "kwargs", "says"), [
+    (lambda: QSGD(2), {"aggregate": "mean"}, "QSGD is not fused"),
+    (lambda: MinMax(1), {"error_feedback": True}, "error feedback"),
+    (lambda: MinMax(5), {}, r"counting 33 levels is not fused \(16 at most"),
+])
+def test_fused_true_refuses_what_it_cannot_fuse(make, kwargs, says):
+    with pytest.raises(ValueError, match=f"compression.fused=true, but {says}"):
+        exchange(make(), "true", 2, 100, **kwargs)
+
+
+def test_fused_true_refuses_without_a_compiler_and_under_torchrun(monkeypatch):
+    params = [torch.nn.Parameter(torch.zeros(10))]
+    with pytest.raises(ValueError, match="DDP hook"):
+        GradientExchange(Sign(), fused="true").setup(params, 2, [0], simulated=False)
+    monkeypatch.setattr(fused, "AUTO_MIN_ELEMENTS", 0)
+    ddp = GradientExchange(Sign(), fused="auto")
+    ddp.setup(params, 2, [0], simulated=False)
+    assert ddp.fused is None  # auto: the hook's eager encode
+    monkeypatch.setattr(fused.shutil, "which", lambda name: None)
+    with pytest.raises(ValueError, match=r"no C\+\+ compiler"):
+        GradientExchange(Sign(), fused="true").setup(params, 2, [0, 1])
+    with pytest.raises(ValueError, match=r"compression\.fused=sometimes is not a setting"):
+        GradientExchange(Sign(), fused="sometimes")
+
+
+def test_a_run_killed_on_the_fused_path_resumes_on_the_eager_one_to_the_same_result(
+        tmp_path, monkeypatch, caplog):
+    args = ["debug=fast", "epochs=3", "device=cpu", "optimizer=compressed_sgd_vote",
+            "workers=3", "num_bits=2", "compression.compressor.decay=0.8",
+            "trainer.progress=false", "trainer.tensorboard=false"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    src.runner.run(compose_train([*args, "compression.fused=false"]), whole)
+    real_save = src.runner.save_atomic
+    calls = []
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        calls.append(path)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # killed right after epoch 1's checkpoint
+
+    monkeypatch.setattr(src.runner, "save_atomic", save_then_die)
+    with pytest.raises(KeyboardInterrupt), caplog.at_level(logging.INFO, logger="src.runner"):
+        src.runner.run(compose_train([*args, "compression.fused=true"]), cut)
+    assert "gradient exchange: the fused, compiled step" in caplog.text
+    monkeypatch.setattr(src.runner, "save_atomic", real_save)
+    # compression.fused changes no result, so it is not part of the run's identity: the run
+    # resumes under the other setting (a machine without a compiler, say).
+    src.runner.run(compose_train([*args, "compression.fused=false"]), cut)
+    assert summary(whole)["compression"]["fused_step"] is False
+    assert summary(cut)["metrics"] == summary(whole)["metrics"]
+    assert (cut / "history.jsonl").read_text().count("\n") == 3
+    a = torch.load(whole / "checkpoint.pt", weights_only=True)
+    b = torch.load(cut / "checkpoint.pt", weights_only=True)
+    for key, value in a["exchange"]["state"].items():
+        assert torch.equal(value, b["exchange"]["state"][key])
+    assert torch.equal(a["exchange"]["level_counts"], b["exchange"]["level_counts"])
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key])
+
