@@ -1,8 +1,10 @@
 """Cost of compressed multi-worker training and of bit-packing, as ratios measured in one run.
 
-1. Time per training sample of 1-bit compressed_sgd_vote with W simulated workers, relative to
-   plain SGD at the same per-worker batch (the train loop's own samples/s from history.jsonl;
-   both runs use the same model, data and device, and skip their first epoch as warm-up).
+1. Time per training sample of 1-bit compressed_sgd_vote with W simulated workers, fused
+   (compression.fused=true) and eager (false), relative to plain SGD at the same per-worker batch
+   (the train loop's own samples/s from history.jsonl, median of the epochs after the first; all
+   runs use the same model, data and device). The three variants run in `--rounds` rounds whose
+   order rotates (benchmarks/harness.py); each ratio is the median over rounds with its min-max.
 2. pack + unpack throughput in elements per second for several bit widths.
 
     .venv/bin/python benchmarks/compression.py                      # CPU or the visible GPU
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -22,10 +25,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from harness import interleave, machine, ratio  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from src.compression import packing  # noqa: E402
+from src.compression.fused import compiler_missing  # noqa: E402
 from src.run_log import read_history  # noqa: E402
 from src.runner import run  # noqa: E402
 from src.sweeps.cli import register_resolvers  # noqa: E402
@@ -47,19 +53,30 @@ SHAPES = {"mnist_cnn": "[1,28,28]"}
 
 
 def training_ratio(model: str, workers: int, batch: int, samples: int, epochs: int,
-                   device: str) -> dict:
+                   device: str, rounds: int) -> dict:
     shape = SHAPES.get(model, "[3,32,32]")
     common = [f"model={model}", "dataset=fake", f"dataset.source.shape={shape}",
               "dataset.augment.crop_padding=0", f"dataset.source.num_train={samples + 256}",
               "dataset.source.num_test=256", "dataset.val_size=256", f"epochs={epochs}",
               f"batch_size={batch}", "averaging=none", f"device={device}",
               "trainer.progress=false", "trainer.tensorboard=false", "trainer.log_every=1000"]
-    base = samples_per_s([*common, "optimizer=sgd", "optimizer.lr=0.01"])
-    vote = samples_per_s([*common, "optimizer=compressed_sgd_vote", "num_bits=1",
-                          f"workers={workers}"])
-    return {"model": model, "workers": workers, "batch_per_worker": batch,
-            "sgd_samples_per_s": base, "vote_samples_per_s": vote,
-            "time_per_sample_ratio": base / vote}
+    vote = [*common, "optimizer=compressed_sgd_vote", "num_bits=1", f"workers={workers}"]
+    variants = {"sgd": [*common, "optimizer=sgd", "optimizer.lr=0.01"],
+                "vote_eager": [*vote, "compression.fused=false"]}
+    no_fusing = compiler_missing(torch.device(device))
+    if no_fusing is None:
+        variants["vote_fused"] = [*vote, "compression.fused=true"]
+    costs = interleave({name: (lambda o=o: 1.0 / samples_per_s(o)) for name, o in variants.items()},
+                       rounds, warmup=False)  # every run skips its own first epoch
+    row = {"model": model, "workers": workers, "batch_per_worker": batch, "rounds": rounds,
+           **{f"{name}_samples_per_s": 1.0 / statistics.median(c) for name, c in costs.items()},
+           "eager": ratio(costs["vote_eager"], costs["sgd"])}
+    if no_fusing is None:
+        row["fused"] = ratio(costs["vote_fused"], costs["sgd"])
+        row["fused_speedup"] = ratio(costs["vote_eager"], costs["vote_fused"])
+    else:
+        row["fused_skipped"] = no_fusing
+    return row
 
 
 def packing_throughput(device: str, n: int = 1 << 22, repeats: int = 5) -> list[dict]:
@@ -87,7 +104,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--samples", type=int, default=2048, help="training samples per epoch")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=3, help="per run; the first is skipped")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of all variants")
     parser.add_argument("--packing-elements", type=int, default=1 << 22)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
@@ -95,11 +113,11 @@ def main() -> None:
     register_resolvers()
     device_name = (torch.cuda.get_device_name() if args.device.startswith("cuda")
                    else f"CPU, {torch.get_num_threads()} threads")
-    results = {"device": device_name, "torch": torch.__version__, "training": [],
+    results = {"device": device_name, "machine": machine(), "training": [],
                "packing": packing_throughput(args.device, args.packing_elements)}
     for model in args.models:
         results["training"].append(training_ratio(model, args.workers, args.batch, args.samples,
-                                                  args.epochs, args.device))
+                                                  args.epochs, args.device, args.rounds))
     print(json.dumps(results, indent=2))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -23,8 +23,8 @@ if [ "$DRY" = 1 ]; then
   export TRAINKIT_DRY=1 CUDA_VISIBLE_DEVICES=""
   DEVICE=cpu
   SELECT=(-k "not compile")  # torch.compile on the CPU is tested by tests/test_fast_path.py
-  THROUGHPUT=(--models mlp --batches 32 --images 300 --epochs 1)
-  COMPRESSION=(--models mlp --batch 16 --samples 256 --epochs 2 --packing-elements 65536)
+  THROUGHPUT=(--models mlp --batches 32 --images 300 --epochs 1 --rounds 2)
+  COMPRESSION=(--models mlp --batch 16 --samples 256 --epochs 2 --packing-elements 65536 --rounds 2)
   EVALUATION=(--model mlp --images 64 --batch 32 --pairs 2)  # 12 states
   PRUNING=(--models bn_cnn --keep 0.5 --pairs 2 --batch 8)
 else
@@ -34,8 +34,8 @@ else
   fi
   DEVICE=cuda
   SELECT=()
-  THROUGHPUT=(--models resnet20 resnet56 --batches 128 512 --images 50000 --epochs 2)
-  COMPRESSION=(--models mnist_cnn resnet20 --batch 64 --samples 8192 --epochs 3)
+  THROUGHPUT=(--models resnet20 resnet56 --batches 128 512 --images 25000 --epochs 2 --rounds 3)
+  COMPRESSION=(--models mnist_cnn resnet20 --batch 64 --samples 8192 --epochs 3 --rounds 3)
   EVALUATION=(--model resnet20 --images 10000 --batch 1000 --pairs 5)
   PRUNING=(--models resnet20 vgg16_bn --keep 0.5 0.2 --pairs 9 --batch 256)
 fi

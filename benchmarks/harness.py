@@ -3,7 +3,9 @@
 `alternate(baseline, candidate, pairs)` times the two callables in `pairs` alternating pairs
 (which one runs first alternates as well, after one warm-up call of each) and reports the median
 of the per-pair ratios baseline / candidate with the smallest and largest pair, so a drift of the
-machine's speed during the run hits both sides alike.
+machine's speed during the run hits both sides alike. `interleave` does the same for any number
+of variants whose measurement is a cost of their own (seconds per sample from a training log,
+say), in rounds whose order rotates, and `ratio` summarises two variants' rounds.
 """
 
 from __future__ import annotations
@@ -18,6 +20,32 @@ from typing import Any
 import torch
 
 
+def interleave(measures: dict[str, Callable[[], float]], rounds: int = 5,
+               warmup: bool = True) -> dict[str, list[float]]:
+    """Each variant's measurements (costs: lower is faster) over `rounds` rounds; every round
+    runs each variant once, round i starting with variant i mod k, after one warm-up call of
+    each (unless warmup=False)."""
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds}: use at least 1")
+    names = list(measures)
+    if warmup:
+        for name in names:
+            measures[name]()
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(rounds):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            out[name].append(measures[name]())
+    return out
+
+
+def ratio(baseline: list[float], candidate: list[float]) -> dict[str, float]:
+    """Per-round baseline / candidate cost ratios: {'ratio' (median), 'ratio_min', 'ratio_max',
+    'rounds'} (> 1: the candidate is faster)."""
+    ratios = [b / c for b, c in zip(baseline, candidate, strict=True)]
+    return {"ratio": statistics.median(ratios), "ratio_min": min(ratios),
+            "ratio_max": max(ratios), "rounds": len(ratios)}
+
+
 def alternate(baseline: Callable[[], Any], candidate: Callable[[], Any], pairs: int = 5,
               sync: Callable[[], None] = lambda: None) -> dict[str, float]:
     """{'ratio': median baseline/candidate time, 'ratio_min', 'ratio_max', 'baseline_s',
@@ -25,26 +53,20 @@ def alternate(baseline: Callable[[], Any], candidate: Callable[[], Any], pairs: 
     if pairs < 1:
         raise ValueError(f"pairs={pairs}: use at least 1")
 
-    def timed(fn: Callable[[], Any]) -> float:
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        return time.perf_counter() - t0
+    def timed(fn: Callable[[], Any]) -> Callable[[], float]:
+        def measure() -> float:
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            return time.perf_counter() - t0
+        return measure
 
-    timed(baseline)
-    timed(candidate)
-    base, cand = [], []
-    for i in range(pairs):
-        if i % 2 == 0:
-            base.append(timed(baseline))
-            cand.append(timed(candidate))
-        else:
-            cand.append(timed(candidate))
-            base.append(timed(baseline))
-    ratios = [b / c for b, c in zip(base, cand, strict=True)]
-    return {"ratio": statistics.median(ratios), "ratio_min": min(ratios),
-            "ratio_max": max(ratios), "baseline_s": statistics.median(base),
+    times = interleave({"baseline": timed(baseline), "candidate": timed(candidate)}, pairs)
+    base, cand = times["baseline"], times["candidate"]
+    summary = ratio(base, cand)
+    return {"ratio": summary["ratio"], "ratio_min": summary["ratio_min"],
+            "ratio_max": summary["ratio_max"], "baseline_s": statistics.median(base),
             "candidate_s": statistics.median(cand), "pairs": pairs}
 
 

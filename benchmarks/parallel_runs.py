@@ -1,8 +1,9 @@
 """Aggregate throughput of several small trainings sharing one device (Hydra's joblib launcher).
 
-Runs the same K trainings (K seeds) twice, one after another with Hydra's basic launcher and
-K at a time with the joblib launcher, and reports training samples per second of wall time for
-both, and their ratio (measured in one run, on one device).
+Runs the same K trainings (K seeds) one after another with Hydra's basic launcher and K at a
+time with the joblib launcher, in `--rounds` alternating pairs (benchmarks/harness.py), and
+reports training samples per second of wall time for both and their ratio: the median over
+pairs with its min-max (measured in one run, on one device).
 
     .venv/bin/python benchmarks/parallel_runs.py                         # 4 x ResNet-20, fake data
     .venv/bin/python benchmarks/parallel_runs.py --jobs 4 --model resnet20 --images 50000   # GPU
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -19,7 +21,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from harness import interleave, machine, ratio  # noqa: E402
 
 BATCH = 128
 
@@ -41,6 +45,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2048)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating pairs")
+    parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args()
     seeds = ",".join(str(i) for i in range(args.jobs))
     common = [f"model={args.model}", "dataset=fake",
@@ -48,15 +54,24 @@ def main() -> None:
               "dataset.source.num_test=256", "dataset.val_size=256", f"epochs={args.epochs}",
               f"batch_size={BATCH}", "averaging=none", f"device={args.device}", f"seed={seeds}",
               "trainer.progress=false", "trainer.tensorboard=false"]
+    launchers = {"serial": [],
+                 "parallel": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"]}
     with tempfile.TemporaryDirectory() as tmp:
-        serial = sweep([], common, Path(tmp) / "serial")
-        parallel = sweep(["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"],
-                         common, Path(tmp) / "parallel")
-    result = {"runs": args.jobs, "model": args.model, "images_per_epoch": args.images,
-              "serial_samples_per_wall_s": serial[1] / serial[0],
-              "parallel_samples_per_wall_s": parallel[1] / parallel[0],
-              "parallel_vs_serial": (parallel[1] / parallel[0]) / (serial[1] / serial[0])}
+        made = iter(range(1 << 30))
+
+        def cost(launcher: list[str]) -> float:  # wall seconds per training sample
+            wall, samples = sweep(launcher, common, Path(tmp) / str(next(made)))
+            return wall / samples
+
+        costs = interleave({k: (lambda v=v: cost(v)) for k, v in launchers.items()},
+                           args.rounds, warmup=False)
+    result = {"machine": machine(), "runs": args.jobs, "model": args.model,
+              "images_per_epoch": args.images, "rounds": args.rounds,
+              **{f"{k}_samples_per_wall_s": 1.0 / statistics.median(c) for k, c in costs.items()},
+              "parallel_vs_serial": ratio(costs["serial"], costs["parallel"])}
     print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

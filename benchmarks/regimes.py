@@ -1,5 +1,6 @@
 """Costs of the regimes study on this machine: one SGD step (eager autograd against the
-torch.compile'd functional gradient, as `task.compile` picks) and the NTK observable.
+torch.compile'd functional gradient, as `task.compile` picks; both warmed up, then timed over
+`--steps` steps in `--pairs` alternating pairs, benchmarks/harness.py) and the NTK observable.
 
     .venv/bin/python benchmarks/regimes.py                      # perceptron d=128, B=16; NTK n=256
     .venv/bin/python benchmarks/regimes.py --device cuda --ntk-n 1024
@@ -14,20 +15,24 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import alternate, machine
+
 from src.models.mean_field import mean_field_mlp, perceptron
 from src.regimes.losses import margin_loss
 from src.regimes.observables import ntk_stats
 from src.regimes.runner import Batches, Progress, loss_gradient
 
 
-def step_time(compile: bool, steps: int, d: int, ptr: int, bs: int,
-              device: torch.device) -> float:
-    """Seconds per SGD step of the perceptron on `ptr` Gaussian points (after warm-up)."""
+def sgd_steps(compile: bool, d: int, ptr: int, bs: int,
+              device: torch.device) -> Callable[[int], None]:
+    """run(n): n SGD steps of the perceptron on `ptr` Gaussian points (warmed up)."""
     torch.manual_seed(0)
     x = torch.randn(ptr, d, device=device)
     y, f0 = torch.sign(x[:, 0]), torch.zeros(ptr, device=device)
@@ -36,21 +41,15 @@ def step_time(compile: bool, steps: int, d: int, ptr: int, bs: int,
     gradient = loss_gradient(model, margin_loss("hinge"), 128.0, compile)
     batches, progress = Batches(ptr, bs, 0), Progress()
 
-    def run(n: int) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+    def run(n: int) -> None:
         for _ in range(n):
             idx = batches.next(progress)
             grads = gradient(x[idx], y[idx], f0[idx])
             with torch.no_grad():
                 torch._foreach_add_(params, grads, alpha=-0.1)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - t0) / n
 
-    run(min(steps, 200))  # warm-up (and compilation)
-    return run(steps)
+    run(200)  # warm-up (and compilation)
+    return run
 
 
 def ntk_time(n: int, width: int, depth: int, inputs: int, device: torch.device) -> float:
@@ -76,7 +75,8 @@ def ntk_time(n: int, width: int, depth: int, inputs: int, device: torch.device) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--steps", type=int, default=20000)
+    parser.add_argument("--steps", type=int, default=4000, help="steps per timing")
+    parser.add_argument("--pairs", type=int, default=5, help="alternating eager/compiled pairs")
     parser.add_argument("--d", type=int, default=128)
     parser.add_argument("--ptr", type=int, default=8192)
     parser.add_argument("--batch", type=int, default=16)
@@ -87,13 +87,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
-    eager = step_time(False, args.steps, args.d, args.ptr, args.batch, device)
-    compiled = step_time(True, args.steps, args.d, args.ptr, args.batch, device)
+    eager = sgd_steps(False, args.d, args.ptr, args.batch, device)
+    compiled = sgd_steps(True, args.d, args.ptr, args.batch, device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    speed = alternate(lambda: eager(args.steps), lambda: compiled(args.steps), args.pairs, sync)
     ntk = ntk_time(args.ntk_n, args.width, args.depth, args.inputs, device)
-    result = {"device": str(device), "threads": torch.get_num_threads(),
-              "perceptron": {"d": args.d, "ptr": args.ptr, "batch": args.batch},
-              "eager_step_us": eager * 1e6, "compiled_step_us": compiled * 1e6,
-              "compiled_speedup": eager / compiled,
+    result = {"device": str(device), "machine": machine(),
+              "perceptron": {"d": args.d, "ptr": args.ptr, "batch": args.batch,
+                             "steps_per_timing": args.steps},
+              "eager_step_us": speed["baseline_s"] / args.steps * 1e6,
+              "compiled_step_us": speed["candidate_s"] / args.steps * 1e6,
+              "compiled_speedup": {k: speed[k] for k in ("ratio", "ratio_min", "ratio_max",
+                                                         "pairs")},
               "ntk": {"n": args.ntk_n, "width": args.width, "depth": args.depth,
                       "inputs": args.inputs, "seconds": ntk}}
     print(json.dumps(result, indent=2))

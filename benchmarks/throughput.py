@@ -9,6 +9,9 @@ Measured in one run, on one device, as ratios:
 3. the framework's loop against a bare hand-written loop over the same device-resident batches
    (same model, optimizer, precision), i.e. the cost of the framework itself.
 The CIFAR files are random images written by this script in the real format to a temp folder.
+The four variants (ours, ours with EMA x5, bare loop, standard pipeline) run in `--rounds` rounds
+whose order rotates (benchmarks/harness.py); each ratio is the median over rounds with its
+min-max.
 
     .venv/bin/python benchmarks/throughput.py                          # resnet20, batch 128
     .venv/bin/python benchmarks/throughput.py --models resnet20 resnet56 vgg16_bn \\
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +35,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from harness import interleave, machine, ratio  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from src.run_log import read_history  # noqa: E402
@@ -155,12 +161,23 @@ def bare_loop(overrides: list[str], epochs: int) -> float:
     return timed_epochs(epochs, device, lambda: data.train.batches(gen), step)
 
 
+def variants(common: list[str], model: str, batch: int, root: Path, device: torch.device,
+             epochs: int) -> dict[str, Callable[[], float]]:
+    """Seconds per image (the last epoch) of each variant, one call a measurement."""
+    ema = ["averaging=ema", "averaging.decays=[0.9,0.99,0.999,0.9995,0.9997]"]
+    return {"ours": lambda: 1.0 / framework([*common, "averaging=none"]),
+            "ours_ema5": lambda: 1.0 / framework([*common, *ema]),
+            "bare_loop": lambda: 1.0 / bare_loop([*common, "averaging=none"], epochs),
+            "standard": lambda: 1.0 / standard_pipeline(model, batch, root, device, epochs)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet20"])
     parser.add_argument("--batches", nargs="+", type=int, default=[128])
     parser.add_argument("--images", type=int, default=5000, help="training images per epoch")
     parser.add_argument("--epochs", type=int, default=2, help="the last one is measured")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of all four variants")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -176,22 +193,21 @@ def main() -> None:
                           f"batch_size={batch}", f"device={args.device}", "optimizer.lr=0.05",
                           "trainer.progress=false", "trainer.tensorboard=false",
                           "trainer.log_every=100000", "scheduler=constant"]
-                ours = framework([*common, "averaging=none"])
-                ema5 = framework([*common, "averaging=ema",
-                                  "averaging.decays=[0.9,0.99,0.999,0.9995,0.9997]"])
-                bare = bare_loop([*common, "averaging=none"], args.epochs)
-                std = standard_pipeline(model, batch, Path(tmp), device, args.epochs)
-                rows.append({"model": model, "batch": batch, "ours_img_s": ours,
-                             "standard_img_s": std, "bare_loop_img_s": bare,
-                             "ours_ema5_img_s": ema5,
-                             "speedup_vs_standard": ours / std,
-                             "framework_vs_bare": ours / bare,
-                             "ema5_overhead": ours / ema5 - 1.0,
+                # Costs are seconds per image; every variant warms up in its own first epochs.
+                costs = interleave(variants(common, model, batch, Path(tmp), device, args.epochs),
+                                   args.rounds, warmup=False)
+                ema5 = 1.0 / statistics.median(costs["ours_ema5"])
+                rows.append({"model": model, "batch": batch, "rounds": args.rounds,
+                             **{f"{k}_img_s": 1.0 / statistics.median(c)
+                                for k, c in costs.items()},
+                             "vs_standard": ratio(costs["standard"], costs["ours"]),
+                             "vs_bare": ratio(costs["bare_loop"], costs["ours"]),
+                             "ema5_cost": ratio(costs["ours_ema5"], costs["ours"]),
                              "epoch_s_50k_ema5": 50_000 / ema5})
                 print(json.dumps(rows[-1]), flush=True)
     name = torch.cuda.get_device_name() if device.type == "cuda" else \
         f"CPU, {torch.get_num_threads()} threads"
-    result = {"device": name, "torch": torch.__version__, "images_per_epoch": args.images,
+    result = {"device": name, "machine": machine(), "images_per_epoch": args.images,
               "rows": rows}
     print(json.dumps(result, indent=2))
     if args.out:

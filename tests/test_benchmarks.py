@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from tests.conftest import run_script
 
 
@@ -27,8 +25,8 @@ def test_the_suite_runs_benchmarks_and_writes_their_table_between_the_markers(tm
     assert "| regimes | perceptron SGD step, compiled vs eager |" in text
     assert "| evaluation | mlp: 12 states" in text
     regimes = json.loads((tmp_path / "cpu" / "regimes.json").read_text())
-    assert regimes["compiled_speedup"] == pytest.approx(
-        regimes["eager_step_us"] / regimes["compiled_step_us"])
+    speed = regimes["compiled_speedup"]
+    assert speed["ratio_min"] <= speed["ratio"] <= speed["ratio_max"] and speed["pairs"] == 2
     assert regimes["ntk"]["seconds"] > 0
     bad = run_script("benchmarks/suite.py", ["--only", "nothing"])
     assert bad.returncode == 2 and "invalid choice: 'nothing'" in bad.stderr
