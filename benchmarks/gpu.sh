@@ -23,7 +23,7 @@ if [ "$DRY" = 1 ]; then
   export TRAINKIT_DRY=1 CUDA_VISIBLE_DEVICES=""
   DEVICE=cpu
   SELECT=(-k "not compile")  # torch.compile on the CPU is tested by tests/test_fast_path.py
-  THROUGHPUT=(--models mlp --batches 32 --images 300 --epochs 1 --rounds 2)
+  THROUGHPUT=(--models mlp --batches 32 --images 300 --epochs 1 --rounds 2 --compile default)
   COMPRESSION=(--models mlp --batch 16 --samples 256 --epochs 2 --packing-elements 65536 --rounds 2)
   EVALUATION=(--model mlp --images 64 --batch 32 --pairs 2)  # 12 states
   PRUNING=(--models bn_cnn --keep 0.5 --pairs 2 --batch 8)
@@ -34,7 +34,8 @@ else
   fi
   DEVICE=cuda
   SELECT=()
-  THROUGHPUT=(--models resnet20 resnet56 --batches 128 512 --images 25000 --epochs 2 --rounds 3)
+  THROUGHPUT=(--models resnet20 resnet56 --batches 128 512 --images 25000 --epochs 2 --rounds 3
+              --compile reduce-overhead --compile-models resnet20)
   COMPRESSION=(--models mnist_cnn resnet20 --batch 64 --samples 8192 --epochs 3 --rounds 3)
   EVALUATION=(--model resnet20 --images 10000 --batch 1000 --pairs 5)
   PRUNING=(--models resnet20 vgg16_bn --keep 0.5 0.2 --pairs 9 --batch 256)
@@ -43,7 +44,7 @@ step() { echo "== gpu.sh: $*" >&2; }
 step "tests marked cuda on $DEVICE"
 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py "${SELECT[@]}" \
   --junitxml "$OUT/cuda_tests.xml"
-step "throughput: ours vs the standard pipeline vs a bare loop, EMA x5"
+step "throughput: ours vs the standard pipeline vs a bare loop, EMA x5, compiled"
 "$PY" benchmarks/throughput.py "${THROUGHPUT[@]}" --device "$DEVICE" --out "$OUT/throughput.json"
 step "compression cost"
 "$PY" benchmarks/compression.py "${COMPRESSION[@]}" --device "$DEVICE" --out "$OUT/compression.json"

@@ -90,7 +90,10 @@ def rows_throughput(d: dict) -> list[list[str]]:
         what, how = f"{r['model']} batch {r['batch']}", f"{r['rounds']} rotating rounds"
         for key, label in (("vs_standard", "ours vs the standard pipeline"),
                            ("vs_bare", "ours vs a bare loop"),
-                           ("ema5_cost", "time per image with EMA x5 vs without")):
+                           ("ema5_cost", "time per image with EMA x5 vs without"),
+                           ("compiled_vs_eager", f"compiled ({r.get('compile_mode')}) vs eager")):
+            if key not in r:
+                continue
             out.append(["throughput", f"{what}: {label}", f"{r[key]['ratio']:.2f}x",
                         _spread(r[key], "ratio"), how])
     return out

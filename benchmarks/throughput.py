@@ -9,9 +9,11 @@ Measured in one run, on one device, as ratios:
 3. the framework's loop against a bare hand-written loop over the same device-resident batches
    (same model, optimizer, precision), i.e. the cost of the framework itself.
 The CIFAR files are random images written by this script in the real format to a temp folder.
-The four variants (ours, ours with EMA x5, bare loop, standard pipeline) run in `--rounds` rounds
-whose order rotates (benchmarks/harness.py); each ratio is the median over rounds with its
-min-max.
+4. with `--compile MODE`, train.py's loop with trainer.compile=MODE (reduce-overhead: CUDA graphs,
+   for small nets on a GPU) against the eager one.
+The variants (ours, ours with EMA x5, bare loop, standard pipeline, and ours compiled) run in
+`--rounds` rounds whose order rotates (benchmarks/harness.py); each ratio is the median over
+rounds with its min-max.
 
     .venv/bin/python benchmarks/throughput.py                          # resnet20, batch 128
     .venv/bin/python benchmarks/throughput.py --models resnet20 resnet56 vgg16_bn \\
@@ -162,13 +164,17 @@ def bare_loop(overrides: list[str], epochs: int) -> float:
 
 
 def variants(common: list[str], model: str, batch: int, root: Path, device: torch.device,
-             epochs: int) -> dict[str, Callable[[], float]]:
+             epochs: int, compile_mode: str | None) -> dict[str, Callable[[], float]]:
     """Seconds per image (the last epoch) of each variant, one call a measurement."""
     ema = ["averaging=ema", "averaging.decays=[0.9,0.99,0.999,0.9995,0.9997]"]
-    return {"ours": lambda: 1.0 / framework([*common, "averaging=none"]),
-            "ours_ema5": lambda: 1.0 / framework([*common, *ema]),
-            "bare_loop": lambda: 1.0 / bare_loop([*common, "averaging=none"], epochs),
-            "standard": lambda: 1.0 / standard_pipeline(model, batch, root, device, epochs)}
+    out = {"ours": lambda: 1.0 / framework([*common, "averaging=none"]),
+           "ours_ema5": lambda: 1.0 / framework([*common, *ema]),
+           "bare_loop": lambda: 1.0 / bare_loop([*common, "averaging=none"], epochs),
+           "standard": lambda: 1.0 / standard_pipeline(model, batch, root, device, epochs)}
+    if compile_mode:
+        out["ours_compiled"] = lambda: 1.0 / framework([*common, "averaging=none",
+                                                        f"trainer.compile={compile_mode}"])
+    return out
 
 
 def main() -> None:
@@ -177,7 +183,11 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[128])
     parser.add_argument("--images", type=int, default=5000, help="training images per epoch")
     parser.add_argument("--epochs", type=int, default=2, help="the last one is measured")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of all four variants")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of all variants")
+    parser.add_argument("--compile", default=None, metavar="MODE",
+                        help="also time trainer.compile=MODE (e.g. reduce-overhead)")
+    parser.add_argument("--compile-models", nargs="+", default=None,
+                        help="the models --compile applies to (default: all)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -194,7 +204,9 @@ def main() -> None:
                           "trainer.progress=false", "trainer.tensorboard=false",
                           "trainer.log_every=100000", "scheduler=constant"]
                 # Costs are seconds per image; every variant warms up in its own first epochs.
-                costs = interleave(variants(common, model, batch, Path(tmp), device, args.epochs),
+                compiled = args.compile if model in (args.compile_models or [model]) else None
+                costs = interleave(variants(common, model, batch, Path(tmp), device, args.epochs,
+                                            compiled),
                                    args.rounds, warmup=False)
                 ema5 = 1.0 / statistics.median(costs["ours_ema5"])
                 rows.append({"model": model, "batch": batch, "rounds": args.rounds,
@@ -204,6 +216,9 @@ def main() -> None:
                              "vs_bare": ratio(costs["bare_loop"], costs["ours"]),
                              "ema5_cost": ratio(costs["ours_ema5"], costs["ours"]),
                              "epoch_s_50k_ema5": 50_000 / ema5})
+                if compiled:
+                    rows[-1]["compile_mode"] = compiled
+                    rows[-1]["compiled_vs_eager"] = ratio(costs["ours"], costs["ours_compiled"])
                 print(json.dumps(rows[-1]), flush=True)
     name = torch.cuda.get_device_name() if device.type == "cuda" else \
         f"CPU, {torch.get_num_threads()} threads"

@@ -16,14 +16,30 @@ from torch import nn
 from src.errors import ConfigError
 
 AMP = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
+# torch.compile's modes; reduce-overhead records CUDA graphs (on a GPU), which is what small
+# networks need: their steps are a few hundred short kernel launches.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(setting: object) -> str | None:
+    """trainer.compile -> a torch.compile mode, or None (eager): false, true (default) or a mode."""
+    if setting is False or setting is None:
+        return None
+    if setting is True:
+        return "default"
+    if setting in COMPILE_MODES:
+        return str(setting)
+    raise ConfigError(f"trainer.compile={setting} is not a setting: use false, true or a mode "
+                      f"({', '.join(COMPILE_MODES)})")
 
 
 class FastPath:
     """How the trainer runs forward passes: autocast dtype, memory format, loss scaling."""
 
     def __init__(self, amp: torch.dtype | None, channels_last: bool,
-                 device: torch.device) -> None:
+                 device: torch.device, compile: str | None = None) -> None:
         self.amp, self.channels_last, self.device = amp, channels_last, device
+        self.compile_mode = compile
         # fp16 needs loss scaling against underflow; bf16 has fp32's range and does not.
         self.scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
 
@@ -46,10 +62,20 @@ class FastPath:
         channels_last = (device.type == "cuda" and has_conv) if setting == "auto" else bool(setting)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = bool(cfg.cudnn_benchmark)
-        return cls(amp, channels_last, device)
+        return cls(amp, channels_last, device, compile_mode(cfg.get("compile", False)))
 
     def prepare(self, model: nn.Module) -> nn.Module:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def compiled(self, model: nn.Module) -> nn.Module:
+        """The module the training steps call: `model` itself, or compiled in its mode."""
+        return model if self.compile_mode is None else torch.compile(model, mode=self.compile_mode)
+
+    def forward_begins(self) -> None:
+        """Before each training forward: with CUDA graphs, the outputs of the previous replay
+        are consumed, so the next one may reuse their memory."""
+        if self.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last and x.dim() == 4:

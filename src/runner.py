@@ -300,8 +300,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
             model, device_ids=[device.index] if device.type == "cuda" else None)
         if exchange is not None:
             forward_model.register_comm_hook(exchange, ddp_hook)
-    if cfg.trainer.compile:
-        forward_model = torch.compile(forward_model)
+    forward_model = fast.compiled(forward_model)
     state = TrainState()
     history: list[dict] = []
     if ckpt is not None:

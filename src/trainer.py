@@ -100,7 +100,7 @@ class Trainer:
         self._val_hits: dict[str, torch.Tensor] = {}
         self.batch_size, self.workers = batch_size, workers
         self.exchange, self.dist, self.masks = exchange, dist, masks
-        self.forward_model = forward_model or model
+        self.forward_model = forward_model if forward_model is not None else model
         self.local_workers = [dist.rank] if dist.enabled else list(range(workers))
         self.simulated = exchange is not None and not dist.enabled
         self.loss_fn = nn.CrossEntropyLoss()
@@ -164,6 +164,7 @@ class Trainer:
         """Fill .grad for one step; returns the summed loss and correct count of its samples."""
         if self.exchange is None and not self.dist.enabled:
             x = self.fast.inputs(x)
+            self.fast.forward_begins()
             with self.fast.autocast():
                 logits = self.forward_model(x)
                 loss = self.loss_fn(logits, y)
@@ -176,6 +177,7 @@ class Trainer:
             xs, ys = x[w * b:(w + 1) * b], y[w * b:(w + 1) * b]
             if self.simulated:
                 torch._foreach_zero_([p.grad for p in self.model.parameters()])
+            self.fast.forward_begins()
             with self.fast.autocast():
                 logits = self.forward_model(self.fast.inputs(xs))
                 loss = self.loss_fn(logits, ys)

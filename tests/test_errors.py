@@ -92,6 +92,7 @@ CASES = [
     ("train", ["device=tpu"], "device=tpu"),
     ("train", ["dataset.val_split=dev"], "dataset.val_split=dev"),
     ("train", ["trainer.amp=fp8"], "trainer.amp=fp8"),
+    ("train", ["trainer.compile=fast"], "trainer.compile=fast is not a setting"),
     ("train", ["dataset=teacher_student"], "add task=regimes"),
     ("train", ["task=regimes", "workers=2"], "workers=2"),
     ("train", ["task=regimes", "task.alpha=0"], "task.alpha=0"),

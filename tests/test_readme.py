@@ -175,8 +175,9 @@ def test_the_gpu_kits_dry_mode_as_the_readme_shows_it(tmp_path):
     row = json.loads((out / "throughput.json").read_text())["rows"][0]
     for key in ("ours_img_s", "standard_img_s", "bare_loop_img_s", "ours_ema5_img_s"):
         assert row[key] > 0
-    for key in ("vs_standard", "vs_bare", "ema5_cost"):
+    for key in ("vs_standard", "vs_bare", "ema5_cost", "compiled_vs_eager"):
         spread(row[key])
+    assert row["compile_mode"] == "default"
     compression = json.loads((out / "compression.json").read_text())
     training = compression["training"][0]
     for key in ("eager", "fused", "fused_speedup"):  # a C++ compiler is at hand: it fuses
