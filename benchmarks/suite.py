@@ -37,7 +37,8 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
     "regimes": (["--steps", "1000", "--pairs", "5", "--ntk-n", "128"],
                 ["--steps", "100", "--pairs", "2", "--ptr", "512", "--ntk-n", "8", "--width",
                  "16", "--depth", "2", "--inputs", "10"]),
-    "throughput": (["--models", "resnet20", "--images", "768", "--epochs", "2", "--rounds", "5"],
+    "throughput": (["--models", "resnet20", "--images", "768", "--eval-images", "200", "--epochs",
+                    "2", "--rounds", "5"],
                    ["--models", "mlp", "--batches", "32", "--images", "300", "--epochs", "1",
                     "--rounds", "2"]),
 }

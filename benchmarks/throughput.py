@@ -49,13 +49,13 @@ from src.sweeps.cli import register_resolvers  # noqa: E402
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
-def write_cifar(root: Path, images: int) -> None:
+def write_cifar(root: Path, images: int, test: int) -> None:
     """Random images in CIFAR-10's python format: 5 training batches and a test batch."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     per = images // 5
-    for name, n in [*((f"data_batch_{i}", per) for i in range(1, 6)), ("test_batch", 1000)]:
+    for name, n in [*((f"data_batch_{i}", per) for i in range(1, 6)), ("test_batch", test)]:
         batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
                  "labels": rng.integers(0, 10, n).tolist()}
         with open(folder / name, "wb") as f:
@@ -183,6 +183,8 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[128])
     parser.add_argument("--images", type=int, default=5000, help="training images per epoch")
     parser.add_argument("--epochs", type=int, default=2, help="the last one is measured")
+    parser.add_argument("--eval-images", type=int, default=1000,
+                        help="validation and test images (evaluated, not timed)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of all variants")
     parser.add_argument("--compile", default=None, metavar="MODE",
                         help="also time trainer.compile=MODE (e.g. reduce-overhead)")
@@ -195,11 +197,11 @@ def main() -> None:
     device = torch.device(args.device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        write_cifar(Path(tmp), args.images + 1000)
+        write_cifar(Path(tmp), args.images + args.eval_images, args.eval_images)
         for model in args.models:
             for batch in args.batches:
                 common = [f"model={model}", "dataset=cifar10", f"data_dir={tmp}",
-                          "dataset.val_size=1000", f"epochs={args.epochs}",
+                          f"dataset.val_size={args.eval_images}", f"epochs={args.epochs}",
                           f"batch_size={batch}", f"device={args.device}", "optimizer.lr=0.05",
                           "trainer.progress=false", "trainer.tensorboard=false",
                           "trainer.log_every=100000", "scheduler=constant"]
