@@ -291,7 +291,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     if exchange is not None:
         try:
             exchange.setup(list(model.parameters()), cfg.workers, local_workers,
-                           simulated=not dist_info.enabled)
+                           simulated=not dist_info.enabled, steps=len(data.train) * cfg.epochs)
         except ValueError as e:
             raise ConfigError(str(e)) from None
     forward_model = model

@@ -88,18 +88,24 @@ def test_a_process_compiles_more_variants_than_torch_compiles_default_limit():
         assert torch.equal(torch.cat([p.grad.reshape(-1) for p in params]), votes)
 
 
-def test_auto_fuses_large_steps_where_a_compiler_is_found(monkeypatch):
-    small, _ = exchange(MinMax(1), "auto", 2, 100)
-    assert small.fused is None  # 200 elements: the compile would cost more than it saves
-    monkeypatch.setattr(fused, "AUTO_MIN_ELEMENTS", 200)
-    assert exchange(MinMax(1), "auto", 2, 100)[0].fused is not None
-    assert exchange(MinMax(1), "auto", 1, 100)[0].fused is None  # 100 < 200
-    assert exchange(QSGD(2), "auto", 2, 100, aggregate="mean")[0].fused is None
-    assert exchange(MinMax(1), "auto", 2, 100, error_feedback=True)[0].fused is None
-    assert exchange(MinMax(4), "auto", 2, 100)[0].fused is None  # 16 levels + 0 to count
-    assert exchange(MinMax(4), "auto", 2, 100, count_levels=False)[0].fused is not None
+def test_auto_fuses_runs_with_enough_work_where_a_compiler_is_found(monkeypatch):
+    def fuses(compressor: object, workers: int = 2, steps: int = 1, **kwargs: object) -> bool:
+        params = [torch.nn.Parameter(torch.zeros(100))]
+        ex = GradientExchange(compressor, fused="auto", **kwargs)
+        ex.setup(params, workers, list(range(workers)), steps=steps)
+        return ex.fused is not None
+
+    assert not fuses(MinMax(1), steps=1000)  # 2e5 element-steps: the compile costs more
+    assert fuses(MinMax(1), steps=-(-fused.AUTO_MIN_WORK // 200))  # 2 workers x 100 elements
+    monkeypatch.setattr(fused, "AUTO_MIN_WORK", 400)
+    assert fuses(MinMax(1), steps=2) and not fuses(MinMax(1), steps=1)
+    assert not fuses(MinMax(1), workers=1, steps=2)
+    assert not fuses(QSGD(2), steps=2, aggregate="mean")
+    assert not fuses(MinMax(1), steps=2, error_feedback=True)
+    assert not fuses(MinMax(4), steps=2)  # 16 levels + 0 to count
+    assert fuses(MinMax(4), steps=2, count_levels=False)
     monkeypatch.setattr(fused.shutil, "which", lambda name: None)
-    assert exchange(MinMax(1), "auto", 2, 100)[0].fused is None
+    assert not fuses(MinMax(1), steps=2)
 
 
 @pytest.mark.parametrize(("make", "kwargs", "says"), [
@@ -116,7 +122,7 @@ def test_fused_true_refuses_without_a_compiler_and_under_torchrun(monkeypatch):
     params = [torch.nn.Parameter(torch.zeros(10))]
     with pytest.raises(ValueError, match="DDP hook"):
         GradientExchange(Sign(), fused="true").setup(params, 2, [0], simulated=False)
-    monkeypatch.setattr(fused, "AUTO_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(fused, "AUTO_MIN_WORK", 0)
     ddp = GradientExchange(Sign(), fused="auto")
     ddp.setup(params, 2, [0], simulated=False)
     assert ddp.fused is None  # auto: the hook's eager encode

@@ -36,8 +36,8 @@ class GradientExchange:
     error_feedback: add each worker's compression error to its next gradient (EF-SGD).
     count_levels: count how often each level is sent (the seed's 'bin usage'), on the device.
     fused: run the simulated workers' step as one compiled function (src.compression.fused,
-        bit-identical to the eager one): 'auto' (where it can, with a compiler at hand and at
-        least fused.AUTO_MIN_ELEMENTS elements per step), 'true' (refuse where it cannot) or
+        bit-identical to the eager one): 'auto' (where it can, with a compiler at hand, for runs
+        of at least fused.AUTO_MIN_WORK elements x steps), 'true' (refuse where it cannot) or
         'false'.
     """
 
@@ -70,9 +70,10 @@ class GradientExchange:
 
     # ---- set-up ------------------------------------------------------------------------------
     def setup(self, params: Sequence[Tensor], workers: int, local_workers: Sequence[int],
-              simulated: bool = True) -> None:
+              simulated: bool = True, steps: int = 1) -> None:
         """Allocate per-worker state for `params` (flattened in this order); `simulated`:
-        all workers run in this process (reduce), not one per rank (comm_hook)."""
+        all workers run in this process (reduce), not one per rank (comm_hook); `steps`: how
+        many the run will take (what fused='auto' weighs against the compile)."""
         self.params = list(params)
         self.workers, self.local_workers = workers, list(local_workers)
         device = self.params[0].device
@@ -98,9 +99,10 @@ class GradientExchange:
         num_scales = len(sizes) if self.compressor.scaled else 0
         self.payload_bytes = packing.payload_bytes(self.n, self.bits, num_scales)
         self.fp32_bytes = packing.fp32_bytes(self.n)
-        self.fused = fused_step.FusedReduce(self) if self._fuse(simulated, device) else None
+        self.fused = (fused_step.FusedReduce(self) if self._fuse(simulated, device, steps)
+                      else None)
 
-    def _fuse(self, simulated: bool, device: torch.device) -> bool:
+    def _fuse(self, simulated: bool, device: torch.device, steps: int) -> bool:
         """Whether reduce runs the compiled step (see `fused`); True refuses what cannot be."""
         if self.fused_setting == "false":
             return False
@@ -110,7 +112,8 @@ class GradientExchange:
             if why:
                 raise ValueError(f"compression.fused=true, but {why}: use fused=auto or false")
             return True
-        return why is None and self.n * len(self.local_workers) >= fused_step.AUTO_MIN_ELEMENTS
+        work = self.n * len(self.local_workers) * steps
+        return why is None and work >= fused_step.AUTO_MIN_WORK
 
     def start_epoch(self, seed_of: callable) -> None:
         """Reseed the generators; seed_of(stream) gives this epoch's seed for a stream."""

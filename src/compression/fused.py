@@ -30,10 +30,11 @@ from torch import Tensor
 from src.compression.compressors import ErrorFeedback, MinMax, Sign
 
 SETTINGS = ("auto", "true", "false")
-# 'auto' fuses from this many elements per step (workers x parameters): below it the compile's
-# few seconds outweigh what a short run saves (the eager step costs ~10 ms per million elements
-# on two CPU cores, the fused one about a tenth of that).
-AUTO_MIN_ELEMENTS = 1 << 20
+# 'auto' fuses a run whose exchange work, elements per step (workers x parameters) times steps,
+# reaches this: below it the compile's few seconds outweigh what the run saves (on two CPU cores
+# the eager step costs ~10 ms per million elements, and more for small tensors, where each of its
+# dozen ops has a fixed cost; the fused one about a tenth of that).
+AUTO_MIN_WORK = 1 << 28
 # Distinct compiled variants (settings x shapes) one process may hold, e.g. a joblib worker that
 # runs many sweep jobs; torch.compile's default of 8 would silently fall back to eager.
 RECOMPILE_LIMIT = 64
