@@ -103,7 +103,6 @@ CASES = [
     ("train", ["averaging.decays=[1.5]"], "must lie in [0, 1)"),
     ("train", ["averaging.decays=[0.9,0.9]"], "repeats a decay"),
     ("train", ["compression=minmax"], "rejects its settings"),
-    ("train", ["optimizer=compressed_sgd", "compression.fused=maybe"], "compression.fused=maybe"),
     ("train", ["optimizer=compressed_sgd", "compression=scaled_sign", "compression.fused=true"],
      "compression.fused=true, but error feedback"),
     # train.py: what Hydra would report in many lines

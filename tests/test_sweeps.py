@@ -133,6 +133,9 @@ def test_a_second_process_on_a_run_dir_is_refused_and_a_killed_ones_lock_is_take
     run_dir = tmp_path / "run"
     first = start("train.py", [*LONG, f"hydra.run.dir={run_dir}"], tmp_path / "first.log")
     wait_for(lambda: (run_dir / "history.jsonl").exists(), what="the first run to start")
+    # Frozen while it holds the lock: on a loaded machine it could otherwise finish its 60 short
+    # epochs before the second process gets as far as the lock.
+    os.killpg(first.pid, signal.SIGSTOP)
     second = train(run_dir, *LONG, check=False)
     assert second.returncode == 2, second.stderr[-2000:]
     lines = second.stderr.strip().splitlines()
