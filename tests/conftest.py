@@ -53,3 +53,19 @@ def summary(run_dir: Path) -> dict:
 def tiny_args() -> list[str]:
     """A fast, CPU-only run: debug=fast on digits with an MLP."""
     return ["debug=fast", "device=cpu"]
+
+
+def die_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make src.runner raise KeyboardInterrupt right after it writes its first checkpoint (a run
+    killed there); later checkpoints are written normally."""
+    import src.runner
+
+    real_save, calls = src.runner.save_atomic, []
+
+    def save_then_die(obj: object, path: Path) -> None:
+        real_save(obj, path)
+        calls.append(path)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(src.runner, "save_atomic", save_then_die)

@@ -13,7 +13,7 @@ import src.compression.fused as fused
 import src.runner
 from src.compression.compressors import QSGD, MinMax, Sign
 from src.compression.exchange import GradientExchange
-from tests.conftest import compose_train, summary
+from tests.conftest import compose_train, die_after_first_checkpoint, summary
 
 CPU = torch.device("cpu")
 
@@ -140,20 +140,10 @@ def test_a_run_killed_on_the_fused_path_resumes_on_the_eager_one_to_the_same_res
             "trainer.progress=false", "trainer.tensorboard=false"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     src.runner.run(compose_train([*args, "compression.fused=false"]), whole)
-    real_save = src.runner.save_atomic
-    calls = []
-
-    def save_then_die(obj, path):
-        real_save(obj, path)
-        calls.append(path)
-        if len(calls) == 1:
-            raise KeyboardInterrupt  # killed right after epoch 1's checkpoint
-
-    monkeypatch.setattr(src.runner, "save_atomic", save_then_die)
+    die_after_first_checkpoint(monkeypatch)  # killed right after epoch 1's checkpoint
     with pytest.raises(KeyboardInterrupt), caplog.at_level(logging.INFO, logger="src.runner"):
         src.runner.run(compose_train([*args, "compression.fused=true"]), cut)
     assert "gradient exchange: the fused, compiled step" in caplog.text
-    monkeypatch.setattr(src.runner, "save_atomic", real_save)
     # compression.fused changes no result, so it is not part of the run's identity: the run
     # resumes under the other setting (a machine without a compiler, say).
     src.runner.run(compose_train([*args, "compression.fused=false"]), cut)

@@ -10,7 +10,7 @@ import torch
 import src.runner
 from src.compression.compressors import MinMax, Sign
 from src.compression.exchange import GradientExchange
-from tests.conftest import compose_train, summary
+from tests.conftest import compose_train, die_after_first_checkpoint, summary
 
 
 def params_with_grads(*shapes: tuple[int, ...]) -> list[torch.nn.Parameter]:
@@ -70,16 +70,7 @@ def test_interrupted_compressed_run_resumes_to_the_same_result(tmp_path, monkeyp
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     src.runner.run(compose_train(args), whole)
 
-    real_save = src.runner.save_atomic
-    calls = []
-
-    def save_then_die(obj, path):
-        real_save(obj, path)
-        calls.append(path)
-        if len(calls) == 1:
-            raise KeyboardInterrupt  # killed right after epoch 1's checkpoint
-
-    monkeypatch.setattr(src.runner, "save_atomic", save_then_die)
+    die_after_first_checkpoint(monkeypatch)  # killed right after epoch 1's checkpoint
     with pytest.raises(KeyboardInterrupt):
         src.runner.run(compose_train(args), cut)
     assert summary(cut)["status"] == "interrupted"
