@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from harness import interleave, machine, ratio  # noqa: E402
+from harness import interleave, machine, rates, ratio  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from src.compression import packing  # noqa: E402
@@ -69,7 +68,7 @@ def training_ratio(model: str, workers: int, batch: int, samples: int, epochs: i
     costs = interleave({name: (lambda o=o: 1.0 / samples_per_s(o)) for name, o in variants.items()},
                        rounds, warmup=False)  # every run skips its own first epoch
     row = {"model": model, "workers": workers, "batch_per_worker": batch, "rounds": rounds,
-           **{f"{name}_samples_per_s": 1.0 / statistics.median(c) for name, c in costs.items()},
+           **rates(costs, "samples_per_s"),
            "eager": ratio(costs["vote_eager"], costs["sgd"])}
     if no_fusing is None:
         row["fused"] = ratio(costs["vote_fused"], costs["sgd"])

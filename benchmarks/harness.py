@@ -46,6 +46,11 @@ def ratio(baseline: list[float], candidate: list[float]) -> dict[str, float]:
             "ratio_max": max(ratios), "rounds": len(ratios)}
 
 
+def rates(costs: dict[str, list[float]], unit: str) -> dict[str, float]:
+    """{'<name>_<unit>': 1 / median cost} of each variant's rounds (e.g. unit 'img_s')."""
+    return {f"{name}_{unit}": 1.0 / statistics.median(c) for name, c in costs.items()}
+
+
 def alternate(baseline: Callable[[], Any], candidate: Callable[[], Any], pairs: int = 5,
               sync: Callable[[], None] = lambda: None) -> dict[str, float]:
     """{'ratio': median baseline/candidate time, 'ratio_min', 'ratio_max', 'baseline_s',

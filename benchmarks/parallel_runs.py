@@ -12,8 +12,8 @@ pairs with its min-max (measured in one run, on one device).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from harness import interleave, machine, ratio  # noqa: E402
+from harness import interleave, machine, rates, ratio  # noqa: E402
 
 BATCH = 128
 
@@ -57,7 +57,7 @@ def main() -> None:
     launchers = {"serial": [],
                  "parallel": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"]}
     with tempfile.TemporaryDirectory() as tmp:
-        made = iter(range(1 << 30))
+        made = itertools.count()
 
         def cost(launcher: list[str]) -> float:  # wall seconds per training sample
             wall, samples = sweep(launcher, common, Path(tmp) / str(next(made)))
@@ -67,7 +67,7 @@ def main() -> None:
                            args.rounds, warmup=False)
     result = {"machine": machine(), "runs": args.jobs, "model": args.model,
               "images_per_epoch": args.images, "rounds": args.rounds,
-              **{f"{k}_samples_per_wall_s": 1.0 / statistics.median(c) for k, c in costs.items()},
+              **rates(costs, "samples_per_wall_s"),
               "parallel_vs_serial": ratio(costs["serial"], costs["parallel"])}
     print(json.dumps(result, indent=2))
     if args.out:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
-import statistics
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from harness import interleave, machine, ratio  # noqa: E402
+from harness import interleave, machine, rates, ratio  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from src.run_log import read_history  # noqa: E402
@@ -210,14 +209,12 @@ def main() -> None:
                 costs = interleave(variants(common, model, batch, Path(tmp), device, args.epochs,
                                             compiled),
                                    args.rounds, warmup=False)
-                ema5 = 1.0 / statistics.median(costs["ours_ema5"])
-                rows.append({"model": model, "batch": batch, "rounds": args.rounds,
-                             **{f"{k}_img_s": 1.0 / statistics.median(c)
-                                for k, c in costs.items()},
+                img_s = rates(costs, "img_s")
+                rows.append({"model": model, "batch": batch, "rounds": args.rounds, **img_s,
                              "vs_standard": ratio(costs["standard"], costs["ours"]),
                              "vs_bare": ratio(costs["bare_loop"], costs["ours"]),
                              "ema5_cost": ratio(costs["ours_ema5"], costs["ours"]),
-                             "epoch_s_50k_ema5": 50_000 / ema5})
+                             "epoch_s_50k_ema5": 50_000 / img_s["ours_ema5_img_s"]})
                 if compiled:
                     rows[-1]["compile_mode"] = compiled
                     rows[-1]["compiled_vs_eager"] = ratio(costs["ours"], costs["ours_compiled"])

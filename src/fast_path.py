@@ -34,7 +34,8 @@ def compile_mode(setting: object) -> str | None:
 
 
 class FastPath:
-    """How the trainer runs forward passes: autocast dtype, memory format, loss scaling."""
+    """How the trainer runs forward passes: autocast dtype, memory format, loss scaling,
+    torch.compile mode."""
 
     def __init__(self, amp: torch.dtype | None, channels_last: bool,
                  device: torch.device, compile: str | None = None) -> None:

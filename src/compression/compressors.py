@@ -60,12 +60,17 @@ def random_signs(like: Tensor, generator: torch.Generator | None) -> Tensor:
     times cheaper than drawing n integers, and this runs on every step of 1-bit training.
     """
     n = like.numel()
-    device = like.device
-    words = torch.empty((n + 7) // 8, dtype=torch.uint8, device=device)
+    words = torch.empty((n + 7) // 8, dtype=torch.uint8, device=like.device)
     words.random_(0, 256, generator=generator)
-    shifts = torch.arange(8, dtype=torch.uint8, device=device)
-    bits = ((words.unsqueeze(1) >> shifts) & 1).reshape(-1)[:n]
-    return bits.view(like.shape).to(torch.int32).mul_(2).sub_(1)
+    return signs_from_bytes(words, n).view(like.shape)
+
+
+def signs_from_bytes(words: Tensor, n: int) -> Tensor:
+    """(..., ceil(n / 8)) random bytes -> (..., n) int32 +-1: element i is bit i % 8 of byte
+    i // 8 (random_signs' draws, and the fused exchange step's, src/compression/fused.py)."""
+    shifts = torch.arange(8, dtype=torch.uint8, device=words.device)
+    bits = ((words.unsqueeze(-1) >> shifts) & 1).flatten(-2)[..., :n]
+    return bits.to(torch.int32).mul_(2).sub_(1)
 
 
 class MinMax:

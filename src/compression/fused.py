@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from src.compression.compressors import ErrorFeedback, MinMax, Sign
+from src.compression.compressors import ErrorFeedback, MinMax, Sign, signs_from_bytes
 
 SETTINGS = ("auto", "true", "false")
 # 'auto' fuses a run whose exchange work, elements per step (workers x parameters) times steps,
@@ -91,14 +91,6 @@ def spec_of(exchange: object) -> Spec:
                 low=exchange.low, high=exchange.high, count=count)
 
 
-def _bits(words: Tensor, n: int) -> Tensor:
-    """(..., ceil(n / 8)) random bytes -> (..., n) int32 +-1: element i is bit i % 8 of byte
-    i // 8 (compressors.random_signs' layout)."""
-    shifts = torch.arange(8, dtype=torch.uint8, device=words.device)
-    bits = ((words.unsqueeze(-1) >> shifts) & 1).flatten(-2)[..., :n]
-    return bits.to(torch.int32) * 2 - 1
-
-
 def _step(g: Tensor, hi: Tensor | None, lo: Tensor | None, words: Tensor | None,
           tie_words: Tensor | None, counts: Tensor, out: Tensor, spec: Spec) -> None:
     """One exchange step on (W, n) gradients, writing the aggregate into `out` (n,) and updating
@@ -118,7 +110,7 @@ def _step(g: Tensor, hi: Tensor | None, lo: Tensor | None, words: Tensor | None,
             ratio = torch.log(g.abs() + 1.0001) / torch.log(scale.abs() + 1.0001)
         q = (torch.ceil(ratio * spec.k).nan_to_num(0.0) * torch.sign(g)).to(torch.int32)
     if spec.rand_zero:
-        q = torch.where(q == 0, _bits(words, n), q)
+        q = torch.where(q == 0, signs_from_bytes(words, n), q)
     if spec.count:
         none = torch.zeros((), dtype=torch.int64, device=q.device)
         counts.add_(torch.stack([(q == level).sum() if counted else none for level, counted
@@ -135,7 +127,7 @@ def _step(g: Tensor, hi: Tensor | None, lo: Tensor | None, words: Tensor | None,
     else:
         sf = s.float()
         away = (torch.ceil(sf.abs() / w) * torch.sign(sf)).to(torch.int32)
-    fill = _bits(tie_words, n) if spec.random_tie else torch.zeros_like(away)
+    fill = signs_from_bytes(tie_words, n) if spec.random_tie else torch.zeros_like(away)
     out.copy_(torch.where(s == 0, fill, away).float())
 
 
