@@ -3,7 +3,7 @@
 `python plots.py --help` lists the figure kinds and the keys.
 """
 
-from src.sweeps import interrupt
+from src.cli import interrupt
 
 interrupt.install()  # before the heavy imports: a Ctrl-C while they load is one line too
 
@@ -12,12 +12,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig
 
-from src.errors import ConfigError
-from src.sweeps.cli import report_user_errors, run_entry_point
-from src.sweeps.help import plots_help
+from src.cli.entry import run_entry_point
+from src.cli.help import plots_help
+from src.core.errors import ConfigError, report_user_errors
+from src.core.files import CONF
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="plots")
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="plots")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     from src.analysis.figures import DEFAULT_METRIC, KINDS, Options, draw
@@ -40,4 +41,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_entry_point(main, Path(__file__).resolve().parent / "conf", "plots", plots_help)
+    run_entry_point(main, CONF, "plots", plots_help)

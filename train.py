@@ -1,18 +1,16 @@
 """Train one model, or a sweep with --multirun. `python train.py --help` lists every option."""
 
-from src.sweeps import interrupt
+from src.cli import interrupt
 
 interrupt.install()  # before the heavy imports: a Ctrl-C while they load is one line too
 
-from pathlib import Path
-
 import hydra
 
-from src.sweeps.cli import register_resolvers, run_entry_point
-from src.sweeps.help import train_help
-from src.sweeps.job import train_task
+from src.cli.entry import register_resolvers, run_entry_point
+from src.cli.help import train_help
+from src.cli.job import train_task
+from src.core.files import CONF
 
-CONF = Path(__file__).resolve().parent / "conf"
 register_resolvers()
 main = hydra.main(version_base="1.3", config_path=str(CONF), config_name="train")(train_task)
 

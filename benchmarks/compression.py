@@ -29,11 +29,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from harness import interleave, machine, rates, ratio  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
+from src.cli.entry import register_resolvers  # noqa: E402
 from src.compression import packing  # noqa: E402
 from src.compression.fused import compiler_missing  # noqa: E402
-from src.run_log import read_history  # noqa: E402
-from src.runner import run  # noqa: E402
-from src.sweeps.cli import register_resolvers  # noqa: E402
+from src.core.files import read_history  # noqa: E402
+from src.tasks.classify import run  # noqa: E402
 
 
 def samples_per_s(overrides: list[str]) -> float:

@@ -2,7 +2,7 @@
 
 The study's final evaluation tests the raw model and 5 EMA models, each in its final and its
 best state (12 distinct states), on the train, val and test splits. The baseline loads each
-state into a copy of the model and evaluates it (src/evaluation/metrics.py: evaluate, the code
+state into a copy of the model and evaluates it (src/engine/evaluation.py: evaluate, the code
 path before batched evaluation); the candidate evaluates every state in one pass over each batch
 (evaluate_states: stacked states under torch.func's vmap). Both run in alternating pairs
 (benchmarks/harness.py) and must give the same metrics.
@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from harness import alternate, machine  # noqa: E402
 
 from src.data.loader import DeviceData  # noqa: E402
-from src.evaluation.metrics import evaluate, evaluate_states  # noqa: E402
+from src.engine.evaluation import evaluate, evaluate_states  # noqa: E402
+from src.engine.trainer import load_state  # noqa: E402
 from src.models.mlp import mlp  # noqa: E402
 from src.models.resnet_cifar import resnet20, resnet56  # noqa: E402
-from src.trainer import load_state  # noqa: E402
 
 MODELS = {"resnet20": resnet20, "resnet56": resnet56,
           "mlp": lambda shape, classes: mlp(shape, classes, width=64)}

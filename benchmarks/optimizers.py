@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-from src.sweeps.cli import register_resolvers  # noqa: E402
+from src.cli.entry import register_resolvers  # noqa: E402
 
 OPTIMIZERS = ("sgd_m", "adam", "momo", "momo_adam", "prox_sps", "adabelief", "adabound", "lion")
 

@@ -27,7 +27,7 @@ from harness import alternate, machine
 from src.models.mean_field import mean_field_mlp, perceptron
 from src.regimes.losses import margin_loss
 from src.regimes.observables import ntk_stats
-from src.regimes.runner import Batches, Progress, loss_gradient
+from src.tasks.regimes import Batches, Progress, loss_gradient
 
 
 def sgd_steps(compile: bool, d: int, ptr: int, bs: int,

@@ -41,9 +41,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from harness import interleave, machine, rates, ratio  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from src.run_log import read_history  # noqa: E402
-from src.runner import run  # noqa: E402
-from src.sweeps.cli import register_resolvers  # noqa: E402
+from src.cli.entry import register_resolvers  # noqa: E402
+from src.core.files import read_history  # noqa: E402
+from src.tasks.classify import run  # noqa: E402
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -137,8 +137,8 @@ def bare_loop(overrides: list[str], epochs: int) -> float:
     from hydra.utils import instantiate
 
     from src.data.bundle import build_data
-    from src.fast_path import FastPath
-    from src.runner import resolve_device
+    from src.engine.distributed import resolve_device
+    from src.engine.fast_path import FastPath
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import run_script
+from tests.helpers.runs import run_script
 
 
 def test_the_suite_runs_benchmarks_and_writes_their_table_between_the_markers(tmp_path):

@@ -13,9 +13,8 @@ import optuna
 import pytest
 import torch
 
-from tests.conftest import ROOT, run_script, summary, train
-from tests.postgres import free_port, postgres_server, why_not
-from tests.test_sweeps import QUIET, start, study_trials
+from tests.helpers.postgres import free_port, postgres_server, why_not
+from tests.helpers.runs import QUIET, ROOT, run_script, start, study_trials, summary, train
 
 # No BatchNorm, no random draws: W real processes reach the parameters of W simulated workers.
 DETERMINISTIC = ["debug=fast", "epochs=2", "device=cpu", "optimizer=compressed_sgd_vote",

@@ -10,44 +10,11 @@ import pytest
 import torch
 
 import src.compression.fused as fused
-import src.runner
+import src.tasks.classify
 from src.compression.compressors import QSGD, MinMax, Sign
 from src.compression.exchange import GradientExchange
-from tests.conftest import compose_train, die_after_first_checkpoint, summary
-
-CPU = torch.device("cpu")
-
-
-def exchange(compressor: object, setting: str, workers: int, n: int,
-             device: torch.device = CPU,
-             **kwargs: object) -> tuple[GradientExchange, list[torch.nn.Parameter]]:
-    params = [torch.nn.Parameter(torch.zeros(n - 5, device=device)),
-              torch.nn.Parameter(torch.zeros(5, device=device))]
-    for p in params:
-        p.grad = torch.zeros_like(p)
-    ex = GradientExchange(compressor, fused=setting, **kwargs)
-    ex.setup(params, workers, list(range(workers)))
-    ex.start_epoch(lambda stream: 1000 + stream)
-    return ex, params
-
-
-def steps(ex: GradientExchange, params: list[torch.nn.Parameter], count: int) -> list[torch.Tensor]:
-    """What `count` steps leave behind: each step's gradient, the level counts, the per-worker
-    state and every generator's state (so both paths drew the same random numbers)."""
-    data = torch.Generator().manual_seed(5)
-    out = []
-    for _ in range(count):
-        g = torch.randn(ex.grads.shape, generator=data).to(ex.grads.device)
-        g[:, ::7] = 0  # zeros: random signs, ties and the 0/0 of the min-max quantiser
-        g[:, 1::11] *= 1e-3
-        ex.grads.copy_(g)
-        ex.reduce()
-        out.append(torch.cat([p.grad.reshape(-1) for p in params]).clone())
-    out.append(ex.level_counts.clone())
-    out += [ex.state[k].clone() for k in sorted(ex.state)]
-    out += [gen.get_state() for gen in [*ex.gens, ex.tie_gen]]
-    return out
-
+from tests.helpers.exchange import exchange, steps
+from tests.helpers.runs import compose_train, die_after_first_checkpoint, summary
 
 # Every fused branch: 1 and b bits, lin and exp, decay, rand_zero on and off, vote and mean,
 # random and zero ties, one worker, worker momentum; n not a multiple of 8.
@@ -139,14 +106,15 @@ def test_a_run_killed_on_the_fused_path_resumes_on_the_eager_one_to_the_same_res
             "workers=3", "num_bits=2", "compression.compressor.decay=0.8",
             "trainer.progress=false", "trainer.tensorboard=false"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    src.runner.run(compose_train([*args, "compression.fused=false"]), whole)
+    src.tasks.classify.run(compose_train([*args, "compression.fused=false"]), whole)
     die_after_first_checkpoint(monkeypatch)  # killed right after epoch 1's checkpoint
-    with pytest.raises(KeyboardInterrupt), caplog.at_level(logging.INFO, logger="src.runner"):
-        src.runner.run(compose_train([*args, "compression.fused=true"]), cut)
+    with (pytest.raises(KeyboardInterrupt),
+          caplog.at_level(logging.INFO, logger="src.tasks.classify")):
+        src.tasks.classify.run(compose_train([*args, "compression.fused=true"]), cut)
     assert "gradient exchange: the fused, compiled step" in caplog.text
     # compression.fused changes no result, so it is not part of the run's identity: the run
     # resumes under the other setting (a machine without a compiler, say).
-    src.runner.run(compose_train([*args, "compression.fused=false"]), cut)
+    src.tasks.classify.run(compose_train([*args, "compression.fused=false"]), cut)
     assert summary(whole)["compression"]["fused_step"] is False
     assert summary(cut)["metrics"] == summary(whole)["metrics"]
     assert (cut / "history.jsonl").read_text().count("\n") == 3

@@ -9,11 +9,12 @@ import torch
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
-from src.errors import ConfigError
-from src.runner import check_config, config_digest, run
-from src.sweeps.cli import run_name
-from tests.conftest import CONF, SMALL_FAKE, compose_train
-from tests.datafiles import write_mnist_tree
+from src.cli.entry import run_name
+from src.core.errors import ConfigError
+from src.lifecycle.identity import config_digest
+from src.tasks.classify import check_config, run
+from tests.helpers.datafiles import write_mnist_tree
+from tests.helpers.runs import CONF, SMALL_FAKE, compose_train
 
 GROUPS = ["dataset", "model", "optimizer", "scheduler", "averaging", "compression", "pruning",
           "task", "lr_grid", "experiment"]
@@ -72,8 +73,8 @@ def test_each_model_family_trains_one_debug_epoch_in_process(tmp_path, model):
 
 @pytest.mark.parametrize("epochs", [1, 3])
 def test_final_evaluation_evaluates_each_distinct_state_once(tmp_path, monkeypatch, epochs):
-    import src.runner as runner
-    from src.evaluation.metrics import distinct as distinct_states
+    import src.engine.evaluation as runner
+    from src.engine.evaluation import distinct as distinct_states
 
     calls = []
 

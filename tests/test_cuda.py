@@ -22,10 +22,10 @@ from src.compression import packing
 from src.compression.compressors import MinMax, ScaledSign, Sign
 from src.compression.exchange import GradientExchange, ddp_hook
 from src.models.resnet_cifar import resnet20
-from src.runner import run
-from tests.conftest import compose_train
-from tests.postgres import free_port
-from tests.test_compression_fused import exchange, steps
+from src.tasks.classify import run
+from tests.helpers.exchange import exchange, steps
+from tests.helpers.postgres import free_port
+from tests.helpers.runs import compose_train
 
 pytestmark = pytest.mark.cuda
 CPU = torch.device("cpu")

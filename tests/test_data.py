@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from src.data import sources
 from src.data.loader import DeviceData, split_train_val, subset
 from src.data.sources import DatasetFileError, DatasetNotFoundError, RawData
-from tests.datafiles import write_cifar10, write_cifar100, write_mnist_tree, write_pickle
+from tests.helpers.datafiles import write_cifar10, write_cifar100, write_mnist_tree, write_pickle
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
 DATASETS = ["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "fake"]

@@ -10,7 +10,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from tests.conftest import run_script, summary, train
+from tests.helpers.runs import run_script, summary, train
 
 
 @pytest.fixture(scope="module")

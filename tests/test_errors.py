@@ -17,9 +17,8 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import ROOT, run_script, train
-from tests.datafiles import write_cifar10, write_mnist_tree
-from tests.test_sweeps import snapshot, start, wait_for
+from tests.helpers.datafiles import write_cifar10, write_mnist_tree
+from tests.helpers.runs import ROOT, run_script, snapshot, start, train, wait_for
 
 QUIET = ["trainer.progress=false", "trainer.tensorboard=false"]
 
@@ -112,6 +111,7 @@ CASES = [
     ("train", ["experiment=nope"], "unknown experiment 'nope'"),
     ("train", ["hydra/launcher=nope"], "unknown hydra/launcher 'nope'"),
     ("train", ["optimizer.lr=("], "cannot read"),
+    ("train", ["optimizer.lr=0.1,0.2"], "add -m (--multirun)"),
     # train.py: data on disk
     ("train", ["dataset=cifar10", "data_dir={root}/empty"], "dataset.download=true"),
     ("train", ["dataset=cifar10", "data_dir={root}/truncated"], "truncated or damaged"),
@@ -130,6 +130,7 @@ CASES = [
     ("tune", ["hydra/sweeper/sampler=foo"], "unknown hydra/sweeper/sampler 'foo'"),
     ("tune", ["hydra.sweeper.n_trials=0"], "n_trials=0"),
     ("tune", ["epchs=5"], "did you mean epochs?"),
+    ("tune", ["objective=nope"], "objective=nope is not a metric"),
     # eval.py
     ("eval", [], "needs checkpoint="),
     ("eval", ["checkpoint={root}/nothing"], "no checkpoint at"),
@@ -137,7 +138,8 @@ CASES = [
     ("eval", ["checkpoint={run}", "splits=[dev]"], "not splits"),
     ("eval", ["checkpoint={run}", "device=tpu"], "device=tpu"),
     ("eval", ["checkpoint={root}/planted"], "'os.system'"),
-    ("eval", ["checkpoint={root}/blocked"], "cannot write"),
+    ("eval", ["checkpoint={root}/blocked"], "pass out=<a writable file>"),
+    ("eval", ["checkpoint={run}", "out={root}/nothing/eval.json"], "cannot write"),
     # plots.py
     ("plots", ["runs={run}", "figure=violin"], "figure=violin"),
     ("plots", ["runs={run}", "metric=nope"], "metric=nope"),
@@ -166,9 +168,11 @@ def test_a_mistake_is_one_line_and_exit_2_and_changes_nothing(place, script, arg
     assert proc.returncode == 2, proc.stdout[-1500:] + proc.stderr[-1500:]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert says in lines[0], lines[0]
+    assert proc.stdout.strip() == "", proc.stdout  # nothing else: no table, no warning before
     assert "Traceback" not in proc.stdout + proc.stderr
     assert snapshot(place["run"]) == before  # the finished run, .hydra/ and log included
     assert not (place["root"] / "new").exists()  # a rejected run leaves no directory behind
+    assert not (place["root"] / "tune").exists()  # a rejected search leaves no study behind
     assert not place["marker"].exists()  # no planted payload ran
 
 
@@ -202,6 +206,29 @@ def test_regenerated_cifar_files_are_read_with_a_warning(place, tmp_path):
                  "debug=fast", "dataset.val_size=3", "batch_size=4", "model=mlp", *QUIET)
     assert "differs from the published cifar10 file" in proc.stdout
     assert "reading it anyway" in proc.stdout
+
+
+def test_eval_on_a_read_only_run_directory_says_so_before_it_evaluates(place, tmp_path):
+    """A run directory on a read-only mount (permission bits say nothing to root: a real bind
+    mount, remounted read-only): one line naming out=, and out= writes elsewhere."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    for cmd in (["mount", "--bind", str(place["run"]), str(ro)],
+                ["mount", "-o", "remount,ro,bind", str(ro)]):
+        made = subprocess.run(cmd, capture_output=True, text=True)
+        if made.returncode != 0:
+            subprocess.run(["umount", str(ro)], capture_output=True)
+            pytest.skip(f"no read-only bind mount here ({made.stderr.strip()[:80]})")
+    try:
+        refused = run_script("eval.py", [f"checkpoint={ro}"])
+        elsewhere = run_script("eval.py", [f"checkpoint={ro}", f"out={tmp_path / 'e.json'}"])
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+    assert refused.returncode == 2 and refused.stdout.strip() == "", refused.stdout
+    (line,) = refused.stderr.strip().splitlines()
+    assert "Read-only file system" in line and "out=<a writable file>" in line, line
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert json.loads((tmp_path / "e.json").read_text())["metrics"]["test_acc"] > 0
 
 
 def test_tracebacks_are_there_for_developers_who_ask(place):
@@ -247,7 +274,7 @@ def test_ctrl_c_while_loading_is_one_line_and_writes_nothing(tmp_path, script):
 
 
 def test_an_interrupted_checkpoint_write_leaves_no_temporary_file(tmp_path, monkeypatch):
-    from src.checkpoint import save_atomic
+    from src.lifecycle.checkpoint import save_atomic
 
     def interrupted(obj, f):
         Path(f).write_bytes(b"half")

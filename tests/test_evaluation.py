@@ -7,13 +7,13 @@ import torch
 from torch import nn
 
 from src.data.loader import DeviceData
-from src.evaluation.metrics import distinct, evaluate, evaluate_states
+from src.engine.evaluation import distinct, evaluate, evaluate_states
+from src.engine.trainer import load_state
 from src.models.mean_field import mnas_cnn
 from src.models.mlp import mlp
 from src.models.mnist_cnn import mnist_cnn
 from src.models.resnet_cifar import resnet20
 from src.models.vit import vit
-from src.trainer import load_state
 
 BUILDERS = {"mlp": lambda s: mlp(s, 10, width=32), "resnet20": lambda s: resnet20(s, 10),
             "mnist_cnn": lambda s: mnist_cnn(s, 10),
@@ -73,7 +73,7 @@ def test_distinct_states_are_found_by_value():
 
 
 def test_each_distinct_state_runs_once_per_batch(monkeypatch):
-    import src.evaluation.metrics as metrics
+    import src.engine.evaluation as metrics
 
     calls = []
     real = metrics.functional_call

@@ -7,10 +7,11 @@ import json
 import pytest
 import torch
 
-import src.runner
+import src.compression.exchange
+import src.tasks.classify
 from src.compression.compressors import MinMax, Sign
 from src.compression.exchange import GradientExchange
-from tests.conftest import compose_train, die_after_first_checkpoint, summary
+from tests.helpers.runs import compose_train, die_after_first_checkpoint, summary
 
 
 def params_with_grads(*shapes: tuple[int, ...]) -> list[torch.nn.Parameter]:
@@ -56,11 +57,11 @@ def test_state_round_trips_through_a_checkpoint():
 
 @pytest.mark.parametrize(("aggregate", "compressor"), [("vote", "scaled_sign")])
 def test_vote_refuses_scaled_levels(aggregate, compressor):
-    from src.errors import ConfigError
+    from src.core.errors import ConfigError
 
     cfg = compose_train([f"compression={compressor}", f"compression.aggregate={aggregate}"])
     with pytest.raises(ConfigError, match="aggregate=mean"):
-        src.runner.build_exchange(cfg.compression)
+        src.compression.exchange.build_exchange(cfg.compression)
 
 
 def test_interrupted_compressed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
@@ -68,13 +69,13 @@ def test_interrupted_compressed_run_resumes_to_the_same_result(tmp_path, monkeyp
             "num_bits=2", "compression.compressor.decay=0.7", "compression=minmax",
             "trainer.progress=false", "trainer.tensorboard=false"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    src.runner.run(compose_train(args), whole)
+    src.tasks.classify.run(compose_train(args), whole)
 
     die_after_first_checkpoint(monkeypatch)  # killed right after epoch 1's checkpoint
     with pytest.raises(KeyboardInterrupt):
-        src.runner.run(compose_train(args), cut)
+        src.tasks.classify.run(compose_train(args), cut)
     assert summary(cut)["status"] == "interrupted"
-    src.runner.run(compose_train(args), cut)
+    src.tasks.classify.run(compose_train(args), cut)
     assert summary(cut)["metrics"] == summary(whole)["metrics"]
     a = torch.load(whole / "checkpoint.pt", weights_only=True)
     b = torch.load(cut / "checkpoint.pt", weights_only=True)
@@ -87,7 +88,7 @@ def test_full_training_set_evaluation_every_n_steps(tmp_path):
     cfg = compose_train(["debug=fast", "device=cpu", "optimizer=compressed_sgd",
                          "trainer.log_every=1", "trainer.train_eval_every=4",
                          "trainer.progress=false", "trainer.tensorboard=false"])
-    src.runner.run(cfg, tmp_path)
+    src.tasks.classify.run(cfg, tmp_path)
     steps = [json.loads(x) for x in (tmp_path / "steps.jsonl").read_text().splitlines()]
     assert [r["step"] for r in steps] == list(range(1, 9))
     full = [r for r in steps if "full_train_acc" in r]

@@ -6,11 +6,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from src.errors import ConfigError
-from src.fast_path import FastPath
+from src.core.errors import ConfigError
+from src.engine.fast_path import FastPath
 from src.models.resnet_cifar import resnet20
-from src.runner import run
-from tests.conftest import compose_train, summary
+from src.tasks.classify import run
+from tests.helpers.runs import compose_train, summary
 
 CPU = torch.device("cpu")
 

@@ -19,10 +19,10 @@ from src.analysis import labels
 from src.analysis.figures import Options, draw
 from src.analysis.grouping import check_pooled, distinguishing_keys
 from src.analysis.runs import find_runs, runs_frame
-from src.errors import ConfigError
-from src.sweeps.cli import quote_paths, run_name
-from tests import mixed_runs
-from tests.conftest import ROOT, run_script
+from src.cli.entry import quote_paths, run_name
+from src.core.errors import ConfigError
+from tests.helpers import mixed_runs
+from tests.helpers.runs import ROOT, run_script
 
 
 def fake_run(root: Path, name: str, config: dict, choices: dict, overrides: list[str],

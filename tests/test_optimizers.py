@@ -4,7 +4,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from tests.conftest import CONF, compose_train
+from tests.helpers.runs import CONF, compose_train
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml")))

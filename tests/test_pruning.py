@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,33 +16,21 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from src.errors import ConfigError
+from src.core.errors import ConfigError
+from src.engine.features import MaskedWeights
+from src.engine.trainer import Parts, Trainer, TrainerSettings, TrainState
 from src.models.resnet_cifar import resnet20
 from src.pruning import methods
-from src.pruning.experiment import PruningExperiment, check_pruning, run_pruning
 from src.pruning.flops import count_flops
 from src.pruning.masks import Masks
 from src.pruning.ratios import keep_ratios
 from src.pruning.report import PruningResults, prunability, within
-from src.trainer import Trainer, TrainState
-from tests.conftest import ROOT, SMALL_FAKE, compose_train, run_script
+from src.tasks.pruning import PruningExperiment, check_pruning, run_pruning
+from tests.helpers.pruning import DIGITS, QUIET, cells, fake_cifar_data
+from tests.helpers.runs import ROOT, SMALL_FAKE, compose_train, run_script
 
-QUIET = ["device=cpu", "trainer.progress=false", "trainer.tensorboard=false"]
-# Digits + MLP, one epoch of 8 steps: a cell takes well under a second.
-DIGITS = ["debug=fast", *QUIET, "pruning.keep_ratios.count=3"]
 METHODS = {"magnitude": methods.Magnitude(), "snip": methods.Snip(batches=1),
            "random": methods.Random(), "filter_l1": methods.FilterL1()}
-
-
-def cells(run_dir: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted((run_dir / "cells").glob("*.json"))}
-
-
-def fake_cifar_data(eval_batch_size: int = 32):
-    from src.data.bundle import build_data
-
-    cfg = compose_train(["debug=fast", *SMALL_FAKE])
-    return build_data(cfg.dataset, 32, eval_batch_size, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("name", list(METHODS))
@@ -90,8 +77,10 @@ def retrain(masks: Masks | None, model: nn.Module, data) -> None:
 
         def append_step(self, record: dict) -> None: ...
 
-    Trainer(model, opt, sched, data, None, NoLog(), 0, 1, cfg.trainer, lambda s: None,
-            batch_size=32, masks=masks).fit(TrainState())
+    settings = TrainerSettings.from_config(cfg.trainer, epochs=1, batch_size=32, seed=0)
+    features = [MaskedWeights(masks)] if masks is not None else []
+    Trainer(Parts(model, opt, sched), data, settings, NoLog(), lambda s: None,
+            features).fit(TrainState())
 
 
 def small_cnn() -> nn.Module:
@@ -317,7 +306,7 @@ def test_seed_004_preset_runs_with_debug_fast_and_plots(tmp_path):
 
 def test_retraining_restarts_the_training_schedule_at_the_chosen_epoch():
     from src.optim.schedulers import cosine, multistep
-    from src.pruning.experiment import restart_schedule
+    from src.tasks.pruning import restart_schedule
 
     first = []
     for build in (lambda o: multistep(o, 3, 4, milestones=[2], reference_epochs=4, gamma=0.1),

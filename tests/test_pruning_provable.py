@@ -11,17 +11,17 @@ import pytest
 import torch
 from torch import nn
 
-from src.errors import ConfigError
+from src.core.errors import ConfigError
 from src.models.resnet_cifar import resnet20
 from src.pruning import lowrank
-from src.pruning.experiment import PruningExperiment, run_pruning
 from src.pruning.export import Sliced, export, parameters
 from src.pruning.masks import Masks
 from src.pruning.methods import FilterL1
 from src.pruning.provable import PFP, SiPP
 from src.pruning.sensitivity import channel_sensitivity, weight_sensitivity
-from tests.conftest import compose_train
-from tests.test_pruning import DIGITS, cells, fake_cifar_data
+from src.tasks.pruning import PruningExperiment, run_pruning
+from tests.helpers.pruning import DIGITS, cells, fake_cifar_data
+from tests.helpers.runs import compose_train
 
 
 def direct_sensitivity(w: torch.Tensor, points: list[list[torch.Tensor]], reduction: str

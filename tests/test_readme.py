@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-from tests.datafiles import write_cifar10, write_idx
-from tests.postgres import free_port, postgres_server, why_not
+from tests.helpers.datafiles import write_cifar10, write_idx
+from tests.helpers.postgres import free_port, postgres_server, why_not
+from tests.helpers.runs import ROOT
 
 pytestmark = [pytest.mark.readme, pytest.mark.xdist_group("readme")]
 

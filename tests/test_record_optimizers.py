@@ -14,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 
 from src.optim.momo import Momo
-from tests.conftest import compose_train
+from tests.helpers.runs import compose_train
 
 A = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)
 C = 0.7  # the loss offset: its minimum is C, above the lower bound lb = 0

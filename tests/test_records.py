@@ -16,10 +16,10 @@ from src.analysis import records
 from src.analysis.figures import Options, draw
 from src.analysis.grouping import distinguishing_keys
 from src.analysis.runs import find_runs
-from src.errors import ConfigError
+from src.core.errors import ConfigError
 from src.models.vgg import vgg16_bn
-from src.runner import run
-from tests.conftest import CONF, compose_train, run_script
+from src.tasks.classify import run
+from tests.helpers.runs import CONF, compose_train, run_script
 
 RECORD_IDS = ["cifar10_resnet20", "cifar100_resnet110", "cifar10_vgg16", "cifar10_vit",
               "mnist_mlp"]

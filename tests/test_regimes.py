@@ -16,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from src.analysis.runs import find_runs
+from src.core.files import read_jsonl
 from src.models.mean_field import (
     ACTIVATIONS,
     ScaledConv,
@@ -26,10 +27,9 @@ from src.models.mean_field import (
 from src.regimes.data import cifar_animal, depleted_sign, mnist_parity, teacher_student
 from src.regimes.losses import margin_loss, mean_loss
 from src.regimes.observables import alignment, jacobian, ntk_stats, weight_norms
-from src.regimes.runner import loss_ladder, sde_gradient, step_size
-from src.run_log import read_jsonl
-from tests.conftest import ROOT, compose_train, run_script, summary, train
-from tests.datafiles import write_cifar10, write_mnist_tree
+from src.tasks.regimes import loss_ladder, sde_gradient, step_size
+from tests.helpers.datafiles import write_cifar10, write_mnist_tree
+from tests.helpers.runs import ROOT, compose_train, run_script, summary, train
 
 # A perceptron on 256 teacher-student points in d = 16: fits in a few hundred steps.
 SMALL = ["task=regimes", "device=cpu", "trainer.tensorboard=false", "dataset.source.d=16",
@@ -249,7 +249,7 @@ def test_gd_sde_step_is_the_full_gradient_plus_sgd_scaled_noise(bs):
 
 
 def test_gd_sde_runs_resumable_and_leaves_older_sgd_digests_alone(tmp_path):
-    from src.runner import config_digest
+    from src.lifecycle.identity import config_digest
 
     cfg = compose_train(SMALL)
     older = OmegaConf.create(OmegaConf.to_container(cfg))
@@ -394,7 +394,7 @@ def test_sweep_skips_finished_runs_and_draws_the_phase_diagram(tmp_path):
 def test_presets_are_the_seed_sweeps(preset):
     cfg = compose_train([f"experiment={preset}"])
     params = cfg.hydra.sweeper.params if "hydra" in cfg else None
-    assert cfg.task.run == "src.regimes.runner.run" and cfg.objective == "test_err"
+    assert cfg.task.run == "src.tasks.regimes.run" and cfg.objective == "test_err"
     if "perceptron" in preset:
         assert (cfg.dataset.source.d, cfg.dataset.ptr, cfg.task.alpha) == (128, 8192, 128)
         assert cfg.dataset.source.chi == int(preset[-1])

@@ -12,10 +12,17 @@ import pytest
 import torch
 
 from src.analysis.figures.samples import rate_bins
-from src.errors import UserError
-from src.samples import FOLDER, INDEX, SampleRecorder, SampleRecordError, bits_name, read_samples
-from tests.conftest import SMALL_FAKE, compose_train, run_script, summary, train
-from tests.datafiles import write_cifar10
+from src.core.errors import UserError
+from src.engine.samples import (
+    FOLDER,
+    INDEX,
+    SampleRecorder,
+    SampleRecordError,
+    bits_name,
+    read_samples,
+)
+from tests.helpers.datafiles import write_cifar10
+from tests.helpers.runs import SMALL_FAKE, compose_train, run_script, summary, train
 
 MODELS = ["model", "ema_0.9"]
 SPLITS = {"val": 13, "test": 8}  # not multiples of 8: the last byte of a row is partial

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from torch.optim import lr_scheduler
 
 from src.optim.schedulers import scale_milestones
-from tests.conftest import CONF
+from tests.helpers.runs import CONF
 
 SPE, EPOCHS = 7, 12  # steps per epoch, epochs
 

@@ -3,53 +3,29 @@ next to good ones, a rejected command pointed at a finished run."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import pytest
 
-from src.sweeps import lock as lock_module
-from src.sweeps.lock import LOCK, RunDirBusy, RunLock
-from tests.conftest import ROOT, run_script, summary, train
-
-QUIET = ["trainer.progress=false", "trainer.tensorboard=false"]
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every file below `folder` (hidden ones included) and the sha256 of its bytes."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def start(script: str, args: list[str], log: Path) -> subprocess.Popen:
-    """An entry point in the background, in its own process group (so a kill takes it all)."""
-    out = open(log, "w")  # noqa: SIM115 - closed by the process's end
-    return subprocess.Popen([sys.executable, script, *args], cwd=ROOT, stdout=out,
-                            stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def wait_for(condition, timeout: float = 120, what: str = "condition") -> None:
-    deadline = time.time() + timeout
-    while not condition():
-        if time.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def study_trials(db: Path) -> list[optuna.trial.FrozenTrial]:
-    storage = f"sqlite:///{db}"
-    (summary_,) = optuna.get_all_study_summaries(storage)
-    return optuna.load_study(study_name=summary_.study_name, storage=storage).trials
-
+from src.lifecycle import lock as lock_module
+from src.lifecycle.lock import LOCK, RunDirBusy, RunLock
+from tests.helpers.runs import (
+    QUIET,
+    run_script,
+    snapshot,
+    start,
+    study_trials,
+    summary,
+    train,
+    wait_for,
+)
 
 # -- the run-directory lock ------------------------------------------------------------------
 
@@ -257,7 +233,7 @@ def test_the_default_study_folder_is_named_from_the_search(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from src.sweeps.study import search_space, study_identity
-    from tests.conftest import CONF
+    from tests.helpers.runs import CONF
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("tune", overrides=["model=mlp"], return_hydra_config=True)

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from src.samples import read_samples
-from tests.conftest import ROOT, SMALL_FAKE, run_script, summary, train
+from src.engine.samples import read_samples
+from tests.helpers.runs import ROOT, SMALL_FAKE, run_script, summary, train
 
 HISTORY_KEYS = {"epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "wall_s"}
 TIMING_KEYS = {"epoch_s", "wall_s", "samples_per_s", "train_epoch_time", "track_samples_s"}

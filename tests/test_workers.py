@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.run_log import read_jsonl
-from tests.conftest import ROOT, SMALL_FAKE, compose_train, run_script, summary, train
+from src.core.files import read_jsonl
+from tests.helpers.runs import ROOT, SMALL_FAKE, compose_train, run_script, summary, train
 
 # No BatchNorm, no random draws (rand_zero off, ties give 0): both paths must agree exactly.
 DETERMINISTIC = ["debug=fast", "epochs=2", "device=cpu", "optimizer=compressed_sgd_vote",
@@ -119,7 +119,7 @@ def test_one_worker_vote_is_compressed_sgd(tmp_path):
 
 @pytest.mark.parametrize("preset", ["csgd_compressed_sgd", "csgd_sgd", "csgd_sign_sgd"])
 def test_seed_000_presets_run_with_debug_fast_on_any_dataset(tmp_path, preset):
-    from src.runner import run
+    from src.tasks.classify import run
 
     seed_setup = compose_train([f"experiment={preset}"])
     assert seed_setup.batch_size == 64 and seed_setup.model._target_.endswith("mnist_cnn")

@@ -19,9 +19,10 @@ from typing import Any
 import pandas as pd
 
 from src.analysis import labels
-from src.analysis.runs import GROUPS, Run
-from src.errors import ConfigError
-from src.run_log import RESULT_NEUTRAL, neutral
+from src.analysis.runs import Run
+from src.core.errors import ConfigError
+from src.core.files import GROUPS
+from src.core.keys import RESULT_NEUTRAL, neutral
 
 SEEDS = ("seed", "init_seed")
 # Besides RESULT_NEUTRAL: what is logged or evaluated when, and what a sweeper is told.

@@ -16,10 +16,11 @@ import pandas as pd
 
 from src.analysis.grouping import safe
 from src.analysis.runs import Run, history_frame, read_yaml
-from src.errors import ConfigError
+from src.core.errors import ConfigError
+from src.core.files import CONF
 
 PREFIX = "record_"
-PRESETS = Path(__file__).resolve().parents[2] / "conf" / "experiment"
+PRESETS = CONF / "experiment"
 # history.jsonl key -> record column (the seed's name)
 COLUMNS = {"lr": "learning_rate", "train_loss": "train_loss", "train_acc": "train_score",
            "val_loss": "val_loss", "val_acc": "val_score", "grad_norm": "grad_norm",

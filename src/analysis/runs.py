@@ -21,14 +21,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from src.errors import ConfigError
-from src.run_log import HISTORY, STEPS, SUMMARY
+from src.core.errors import ConfigError
+from src.core.files import GROUPS, HISTORY, STEPS, SUMMARY
+from src.core.keys import flatten as flatten_config
 
 log = logging.getLogger(__name__)
 
 PARTS = ("cells", ".submitit")  # folders inside a run (or sweep) that are not runs of their own
-GROUPS = ("dataset", "model", "optimizer", "scheduler", "averaging", "compression", "pruning",
-          "task", "experiment", "lr_grid", "debug")
 
 
 @dataclass
@@ -52,14 +51,10 @@ class Run:
         return read_records(self.path / STEPS)
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}; lists become tuples (hashable, groupable)."""
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for k, v in tree.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: tuple(tree) if isinstance(tree, list) else tree}
+def flatten(tree: Any) -> dict[str, Any]:
+    """A config as dotted keys (src/core/keys.py: flatten), lists as tuples (hashable, so runs
+    group by them)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in flatten_config(tree).items()}
 
 
 def read_records(path: Path) -> list[dict]:

@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 
 from src.analysis.runs import Run
-from src.run_log import clean
+from src.core.files import clean
 
 ONE_COLUMN = 3.4  # inches: one column of a two-column paper
 TWO_COLUMNS = 7.0

@@ -15,11 +15,14 @@ from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
+from omegaconf import DictConfig
 from torch import Tensor
 
 from src.compression import aggregate, packing
 from src.compression import fused as fused_step
 from src.compression.compressors import ErrorFeedback, Segments
+from src.core.build import build
+from src.core.errors import ConfigError
 
 TIE_STREAM, WORKER_STREAM = 99, 100
 
@@ -245,3 +248,17 @@ class GradientExchange:
 def ddp_hook(state, bucket):
     """The DDP communication hook; `state` is the GradientExchange (register_comm_hook(ex, ...))."""
     return state.comm_hook(bucket)
+
+
+def build_exchange(cfg: DictConfig) -> GradientExchange | None:
+    """The compression group's pieces, or None for `compression=none`."""
+    if cfg.get("compressor") is None:
+        return None
+    try:
+        return GradientExchange(build(cfg.compressor), aggregate=cfg.aggregate, tie=cfg.tie,
+                                worker_momentum=cfg.worker_momentum,
+                                error_feedback=cfg.error_feedback,
+                                count_levels=cfg.count_levels,
+                                fused=cfg.get("fused", "auto"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

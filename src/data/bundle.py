@@ -9,9 +9,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from src.core.errors import ConfigError, UserError
 from src.data.loader import DeviceData, split_train_val, subset
 from src.data.sources import RawData
-from src.errors import ConfigError, UserError
 
 
 @dataclass
@@ -24,6 +24,11 @@ class DataBundle:
     test: DeviceData
     input_shape: tuple[int, int, int]
     num_classes: int
+
+    def split(self, name: str) -> DeviceData:
+        """An evaluation split by its metric name: train (the training set without
+        augmentation), val or test."""
+        return self.train_eval if name == "train" else getattr(self, name)
 
 
 def build_data(cfg: DictConfig, batch_size: int, eval_batch_size: int,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from src.errors import UserError
+from src.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def _decompress_idx(name: str, raw: Path, published: dict[str, str], checksums: 
         source = next((p for p in found if p.is_file()), None)
         if target.is_file() or source is None:
             continue
-        check_published(source, published.get(source.name), name, checksums)
+        warning = check_published(source, published.get(source.name), name, checksums)
         raw.mkdir(parents=True, exist_ok=True)
         partial = raw / f".{file}.{os.getpid()}.partial"
         try:
@@ -130,6 +130,8 @@ def _decompress_idx(name: str, raw: Path, published: dict[str, str], checksums: 
             partial.unlink(missing_ok=True)
             raise _damaged(source, e) from None
         os.replace(partial, target)  # readers never see a half-written file
+        if warning:
+            log.warning(warning)
         log.info("decompressed %s into %s", source, target)
 
 
@@ -246,26 +248,27 @@ def _damaged(path: Path, e: BaseException) -> DatasetFileError:
                             f"download the dataset again (dataset.download=true)")
 
 
-def check_published(path: Path, md5: str | None, name: str, checksums: str) -> None:
+def check_published(path: Path, md5: str | None, name: str, checksums: str) -> str | None:
     """Compare a dataset file with the published md5, where it is known.
 
     checksums: warn (a differing file, e.g. one you regenerated, is read, and a line says so),
-    strict (it is refused) or off.
+    strict (it is refused) or off. Returns the warning, which the caller logs once the file
+    has read: a damaged file gets its one error line alone.
     """
     if md5 is None or checksums == "off":
-        return
+        return None
     with open(path, "rb") as f:
         digest = hashlib.file_digest(f, "md5").hexdigest()
     if digest == md5:
-        return
+        return None
     message = (f"{path} differs from the published {name} file (md5 {digest}, published {md5})")
     if checksums == "strict":
         raise DatasetFileError(f"{message}: delete it and download the dataset again, or pass "
                                f"dataset.checksums=warn to read files you made yourself")
     if checksums != "warn":
         raise DatasetFileError(f"dataset.checksums={checksums}: use warn, strict or off")
-    log.warning("%s: reading it anyway, as plain data (dataset.checksums=strict refuses such "
-                "files)", message)
+    return (f"{message}: reading it anyway, as plain data (dataset.checksums=strict refuses "
+            f"such files)")
 
 
 def _read_cifar_batches(folder: Path, files: list[str], label_key: bytes,
@@ -274,7 +277,7 @@ def _read_cifar_batches(folder: Path, files: list[str], label_key: bytes,
     """Concatenate pickled CIFAR batches: x uint8 (N, 3, 32, 32), y int64 (N,)."""
     xs, ys = [], []
     for file in files:
-        check_published(folder / file, published.get(file), name, checksums)
+        warning = check_published(folder / file, published.get(file), name, checksums)
         batch = read_data_pickle(folder / file)
         # The official (Python 2) files decode to bytes keys; files pickled by Python 3, as
         # torchvision's own reader expects them too, have str keys. Accept both.
@@ -287,6 +290,8 @@ def _read_cifar_batches(folder: Path, files: list[str], label_key: bytes,
                                    f"{e}): delete it and download the dataset again") from None
         if len(x) != len(y):
             raise _damaged(folder / file, ValueError("data and labels differ in length"))
+        if warning:
+            log.warning(warning)
         xs.append(x)
         ys.append(y)
     # Each row is 3072 bytes in row-major C, H, W order (1024 red, then green, then blue).

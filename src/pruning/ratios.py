@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from omegaconf import DictConfig
 
-from src.errors import ConfigError
+from src.core.errors import ConfigError
 
 
 def _geometric(start: float, stop: float, count: int) -> np.ndarray:

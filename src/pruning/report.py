@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from src.errors import ConfigError
-from src.run_log import clean, read_json
+from src.core.errors import ConfigError
+from src.core.files import clean, read_json
 
 # Tolerances of the prunability report, in percentage points of top-1 test error (the seed's list).
 DELTAS = (-10.0, -5.0, -2.0, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from hydra.core.utils import JobReturn
 
-from src.errors import one_line
+from src.core.errors import one_line
 
 ORDER = ("completed", "diverged", "failed", "busy")
 LABEL = {"busy": "in use by another process"}

@@ -51,10 +51,11 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from src.errors import ConfigError
-from src.run_log import neutral
-from src.sweeps.cli import report_user_errors
+from src.core.errors import ConfigError, report_user_errors
+from src.core.files import GROUPS
+from src.core.keys import neutral
 from src.sweeps.report import new_report
+from src.tasks import check_config
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +309,24 @@ class StudySweeper(Sweeper):
                 k: grid_values(k, d) for k, d in space.items()})
         return per_trial_sampler(lambda s: factory(seed=s), seed)
 
+    def check_trials(self, fixed_args: list[str], space: dict[str, Any]) -> None:
+        """The task's checks on trial configs, before the study exists: a mistake every trial
+        would make (an objective no run produces) is one line, and no trial trains and no study
+        is written. Tried at the space's lowest, middle and highest points: where one passes,
+        the search runs, and trials that fail record why."""
+        errors = []
+        for where in (0.0, 0.5, 1.0):
+            point = [f"{k}={override_value(point_at(d, where))}" for k, d in space.items()]
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config,
+                                                                     [*fixed_args, *point])
+            try:
+                with read_write(cfg), open_dict(cfg):
+                    check_config(cfg)
+                return
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+
     # -- the search ---------------------------------------------------------------------------
 
     @report_user_errors
@@ -334,6 +353,8 @@ class StudySweeper(Sweeper):
         name = self.study_name or study_identity(self.config, space, fixed, objective, direction)
         with read_write(self.config), open_dict(self.config):
             self.config.hydra.sweeper.study_name = name  # the sweep dir interpolates it
+        fixed_args = [f"{k}={v}" for k, v in fixed.items()]
+        self.check_trials(fixed_args, space)
         storage = self.open_storage(name)
         sampler = self.make_sampler(space)
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
@@ -346,7 +367,6 @@ class StudySweeper(Sweeper):
                  objective, storage.url, len(study.trials), self.n_trials)
         study_id = storage.get_study_id_from_name(name)
         report = new_report()
-        fixed_args = [f"{k}={v}" for k, v in fixed.items()]
         to_go, index, batch = self.n_trials, 0, self.batch_size()
         while to_go > 0:
             with quiet_optuna():
@@ -385,8 +405,7 @@ class StudySweeper(Sweeper):
         best = study.best_trial
         overrides = {**{k: v for k, v in fixed.items() if k not in best.params},
                      **{k: override_value(v) for k, v in best.params.items()}}
-        groups = {p.name for p in (Path(__file__).resolve().parents[2] / "conf").iterdir()
-                  if p.is_dir()}
+        groups = set(GROUPS)
         defaults, values, extra = [], {}, []
         for key, value in overrides.items():
             group = key.lstrip("+")
@@ -422,6 +441,20 @@ class StudySweeper(Sweeper):
         print(f"  or: python train.py --config-dir {sweep_dir} experiment=best "
               f"{' '.join(extra)}".rstrip())
         print(f"watch the study: optuna-dashboard {self.storage_url or self.default_url()}")
+
+
+def point_at(dist: Any, where: float) -> Any:
+    """The point of a distribution at `where` (0: its first choice or lowest value, 1: its last
+    or highest; a log scale is halved geometrically)."""
+    if hasattr(dist, "choices"):
+        return dist.choices[round(where * (len(dist.choices) - 1))]
+    low, high = dist.low, dist.high
+    value = (low * (high / low) ** where if getattr(dist, "log", False)
+             else low + (high - low) * where)
+    step = getattr(dist, "step", None)
+    if step:
+        value = low + round((value - low) / step) * step
+    return round(value) if isinstance(low, int) and isinstance(high, int) else value
 
 
 def grid_values(key: str, dist: Any) -> list[Any]:

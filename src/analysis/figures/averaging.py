@@ -17,7 +17,7 @@ from src.analysis.figures.training import band, no_history_reason
 from src.analysis.grouping import colours, grouping
 from src.analysis.runs import Run, aggregate, history_frame
 from src.analysis.style import Drawing, figure, legend_below
-from src.errors import ConfigError
+from src.core.errors import ConfigError
 
 SCHEDULE = "choice.scheduler"
 MAX_ROWS = 9

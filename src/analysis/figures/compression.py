@@ -38,7 +38,7 @@ def level_fractions(runs: list[Run]) -> tuple[np.ndarray, np.ndarray, int]:
 def bin_usage(runs: list[Run], opts: Options, out_dir: Path) -> Result:
     """Stacked bars: the share of each level among all levels sent per log interval, one panel
     per setting (seeds averaged), every setting drawn (several files when there are many)."""
-    from src.errors import ConfigError
+    from src.core.errors import ConfigError
 
     d = Drawing("bin_usage", "level share")
     have = []

@@ -12,7 +12,7 @@ from src.analysis.figures import Options, Result
 from src.analysis.grouping import colours
 from src.analysis.runs import Run
 from src.analysis.style import Drawing, figure, legend_below
-from src.errors import ConfigError
+from src.core.errors import ConfigError
 
 PANELS = (("test_top1_err", "Top-1 test accuracy (%)", True),
           ("test_top5_err", "Top-5 test accuracy (%)", True),

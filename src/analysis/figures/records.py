@@ -15,7 +15,7 @@ from src.analysis.figures.training import band, lr_stability
 from src.analysis.grouping import colours, safe
 from src.analysis.runs import Run
 from src.analysis.style import Drawing, figure, legend_below
-from src.errors import ConfigError
+from src.core.errors import ConfigError
 
 
 def record_runs(runs: list[Run], d: Drawing) -> dict[str, list[Run]]:

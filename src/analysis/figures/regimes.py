@@ -16,7 +16,7 @@ from src.analysis.figures import Options, Result
 from src.analysis.grouping import colours, grouping, safe
 from src.analysis.runs import Run
 from src.analysis.style import MARKERS, Drawing, figure, legend_below, status_handles
-from src.errors import ConfigError
+from src.core.errors import ConfigError
 
 SWEPT = ("batch_size", "task.dt", "task.temp")
 CONVERGED = ("zero_loss", "margin")  # a run stopped for these reasons fitted its data

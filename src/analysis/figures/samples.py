@@ -1,5 +1,5 @@
 """The weight-averaging study's per-sample figures (seed 003's plots.py), drawn from the
-correctness every run with trainer.track_samples=true recorded each epoch (src/samples.py).
+correctness every run with trainer.track_samples=true recorded each epoch (src/engine/samples.py).
 
 Seeds of a setting are pooled: curves are averaged over them at the epochs all recorded,
 histograms count the samples of all of them. One row of panels per setting, one panel per split.
@@ -22,8 +22,8 @@ from src.analysis.figures import Options, Result
 from src.analysis.grouping import colours, grouping
 from src.analysis.runs import Run
 from src.analysis.style import Drawing, figure, legend_below
-from src.errors import ConfigError, UserError
-from src.samples import SampleRecord, read_samples
+from src.core.errors import ConfigError, UserError
+from src.engine.samples import SampleRecord, read_samples
 
 ROWS_PER_FILE = 4  # settings per file; more go to further files
 BARCODE_SAMPLES = 30
@@ -212,8 +212,8 @@ def images_of(run: Run, split: str, index: np.ndarray) -> tuple[np.ndarray | Non
     from hydra.errors import InstantiationException
     from omegaconf import OmegaConf
 
+    from src.core.trusted_config import check_targets
     from src.data.bundle import build_data
-    from src.trusted_config import check_targets
 
     path = run.path / ".hydra" / "config.yaml"
     try:

@@ -13,7 +13,7 @@ from src.analysis.figures import Options, Result
 from src.analysis.grouping import colours, grouping
 from src.analysis.runs import Run, aggregate, history_frame
 from src.analysis.style import MARKERS, Drawing, figure, legend_below, status_handles
-from src.errors import ConfigError
+from src.core.errors import ConfigError
 
 ENDED_EARLY = ("diverged", "failed", "interrupted")
 X_LABEL = {"epoch": "Epoch", "step": "Optimizer step"}

@@ -22,32 +22,25 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from src.errors import UserError, one_line
-from src.run_log import (
-    HISTORY,
-    SUMMARY,
-    JobRecord,
-    open_job_record,
-    read_json,
-    write_json_atomic,
-)
-from src.sweeps.cli import as_user_error, debugging, fail
-from src.sweeps.lock import RunDirBusy, RunLock
+from src.core.errors import UserError, as_user_error, debugging, fail, one_line
+from src.core.files import RUN_FILES, SUMMARY, read_json, write_json_atomic
+from src.lifecycle.lock import RunDirBusy, RunLock
+from src.lifecycle.record import JobRecord
 from src.sweeps.report import JobResult
+from src.tasks import task_run
 
 log = logging.getLogger(__name__)
 
 # Seconds a job waits for a run directory that another process holds (tune.yaml sets it: two
 # trials with the same parameters share one run, and the second reuses the first's result).
 LOCK_WAIT_ENV = "TRAINKIT_LOCK_WAIT_S"
-_RUN_FILES = (SUMMARY, HISTORY, "checkpoint.pt")  # a directory holding any of them holds a run
 current_run_dir: Path | None = None  # the job this process is running (for Ctrl-C's message)
 
 
 def train_task(cfg: DictConfig) -> float | JobResult:
     """The task of train.py and of every tune.py trial: train one run (or, with a pruning method,
     a prune-and-retrain experiment) in Hydra's output directory and return its objective."""
-    from src import distributed  # torch: not before Hydra has parsed the command line
+    from src.engine import distributed  # torch: not before Hydra has parsed the command line
 
     global current_run_dir
     hydra_cfg = HydraConfig.get()
@@ -60,12 +53,11 @@ def train_task(cfg: DictConfig) -> float | JobResult:
     record = JobRecord(run_dir, copy.deepcopy(cfg), hydra_cfg) if main else None
     lock: AbstractContextManager = (RunLock(run_dir, float(os.environ.get(LOCK_WAIT_ENV, 0)))
                                     if main else nullcontext())
-    open_job_record(record)
     try:
         try:
             with lock:
                 try:
-                    objective = dispatch(cfg, run_dir)
+                    objective = task_run(cfg)(cfg, run_dir, record)
                 except Exception as e:
                     if in_sweep and record is not None:
                         record_failure(run_dir, record, one_line(e))
@@ -84,21 +76,12 @@ def train_task(cfg: DictConfig) -> float | JobResult:
             log.exception("job in %s failed", run_dir)  # the traceback goes to the job's log
             return JobResult("failed", None, str(run_dir), one_line(e))
     finally:
-        open_job_record(None)
+        if record is not None:
+            record.close()
         remove_if_empty(run_dir)
     if not in_sweep:
         return objective
     return JobResult(run_status(run_dir), objective, str(run_dir))
-
-
-def dispatch(cfg: DictConfig, run_dir: Path) -> float:
-    from hydra.utils import get_method  # after Hydra has parsed the command line: --help is fast
-
-    if (cfg.get("pruning") or {}).get("method") is not None:  # task=regimes has no pruning
-        from src.pruning.experiment import run_pruning
-
-        return run_pruning(cfg, run_dir)
-    return get_method(cfg.task.run)(cfg, run_dir)
 
 
 def refuse(status: str, e: Exception, run_dir: Path, in_sweep: bool) -> JobResult:
@@ -115,7 +98,7 @@ def refuse(status: str, e: Exception, run_dir: Path, in_sweep: bool) -> JobResul
 def record_failure(run_dir: Path, record: JobRecord, reason: str) -> None:
     """Leave a sweep job's failure in its run directory, unless that directory holds a run
     (then the runner has recorded it, or the run is someone's earlier result: left untouched)."""
-    if any((run_dir / name).exists() for name in _RUN_FILES):
+    if any((run_dir / name).exists() for name in RUN_FILES):
         return
     record.start()
     write_json_atomic(run_dir / SUMMARY, {"status": "failed", "error": reason, "objective": None,

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from src.checkpoint import load_checkpoint
+from src.core.build import build
+from src.core.errors import CheckpointError, ConfigError
+from src.core.files import CHECKPOINT, CONFIG
+from src.core.keys import RAW, SPLITS
+from src.core.trusted_config import check_targets
 from src.data.bundle import build_data
-from src.errors import CheckpointError, ConfigError
-from src.evaluation.metrics import evaluate
-from src.runner import CHECKPOINT, resolve_device
-from src.trainer import RAW, load_state, metric_prefix
-from src.trusted_config import check_targets
-
-SPLIT_VIEWS = {"train": "train_eval", "val": "val", "test": "test"}
+from src.engine.distributed import resolve_device
+from src.engine.evaluation import final_and_best
+from src.lifecycle.checkpoint import load_checkpoint
 
 
 def locate(path: str | Path) -> tuple[Path, Path]:
@@ -25,8 +24,8 @@ def locate(path: str | Path) -> tuple[Path, Path]:
     if not ckpt.is_file():
         raise CheckpointError(f"no checkpoint at {ckpt}: pass checkpoint=<run dir of train.py>")
     run_dir = ckpt.parent
-    if not (run_dir / ".hydra" / "config.yaml").is_file():
-        raise CheckpointError(f"{run_dir} has no .hydra/config.yaml: pass a run directory written "
+    if not (run_dir / CONFIG).is_file():
+        raise CheckpointError(f"{run_dir} has no {CONFIG}: pass a run directory written "
                               f"by train.py")
     return run_dir, ckpt
 
@@ -34,35 +33,29 @@ def locate(path: str | Path) -> tuple[Path, Path]:
 def evaluate_run(path: str | Path, splits: list[str], device: str = "auto",
                  data_dir: str | None = None, batch_size: int = 1024) -> dict[str, float]:
     """Metrics '<model/>[best/]<split>_<loss|acc>' as in summary.json, for the given splits."""
-    bad = [s for s in splits if s not in SPLIT_VIEWS]
+    bad = [s for s in splits if s not in SPLITS]
     if bad:
-        raise ConfigError(f"splits={bad} are not splits: use any of train, val, test")
+        raise ConfigError(f"splits={bad} are not splits: use any of {', '.join(SPLITS)}")
     run_dir, ckpt_path = locate(path)
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    check_targets(cfg, run_dir / ".hydra" / "config.yaml")
+    cfg = OmegaConf.load(run_dir / CONFIG)
+    check_targets(cfg, run_dir / CONFIG)
     if data_dir is not None:
         cfg.data_dir = data_dir
     state = load_checkpoint(ckpt_path)
     dev = resolve_device(device)
     data = build_data(cfg.dataset, cfg.batch_size, batch_size, dev)
-    model = instantiate(cfg.model, input_shape=data.input_shape,
-                        num_classes=data.num_classes).to(dev)
-    weights = {RAW: state["model"]}
-    if state.get("ema"):
-        weights.update(state["ema"]["averages"])
-    metrics: dict[str, float] = {}
+    model = build(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes).to(dev)
     try:
-        for name, final in weights.items():
-            for tag, sd in (("", final), ("best/", state["best"][name]["state"])):
-                load_state(model, {k: v.to(dev) for k, v in sd.items()})
-                for split in splits:
-                    m = evaluate(model, getattr(data, SPLIT_VIEWS[split]))
-                    metrics[f"{metric_prefix(name)}{tag}{split}_loss"] = m["loss"]
-                    metrics[f"{metric_prefix(name)}{tag}{split}_acc"] = m["acc"]
+        final = {RAW: state["model"], **(state["ema"]["averages"] if state.get("ema") else {})}
+        states = {name: ({k: v.to(dev) for k, v in sd.items()},
+                         {k: v.to(dev) for k, v in state["best"][name]["state"].items()})
+                  for name, sd in final.items()}
+        return final_and_best(model, states, data, splits)
     except (KeyError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint {ckpt_path} does not fit its run's config "
-                              f"({type(e).__name__}): was the run directory edited?") from None
-    return metrics
+        raise CheckpointError(f"checkpoint {ckpt_path} does not fit the model of "
+                              f"{run_dir / CONFIG} ({type(e).__name__}): the config or the "
+                              f"checkpoint was replaced; restore the run's own files, or "
+                              f"retrain it with train.py") from None
 
 
 def table(metrics: dict[str, float], splits: list[str]) -> str:

@@ -18,7 +18,7 @@ BEFORE_RUN = ("interrupted before the run started: nothing was written; run the 
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
-    job = sys.modules.get("src.sweeps.job")
+    job = sys.modules.get("src.cli.job")
     if job is not None and getattr(job, "current_run_dir", None) is not None:
         raise KeyboardInterrupt
     sys.stderr.write(BEFORE_RUN + "\n")

@@ -3,72 +3,25 @@ per epoch), summary.json and TensorBoard events."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-# Settings that change where or how visibly a run happens, not its results: left out of a run's
-# config digest, of a study's identity and of the settings figures group runs by.
-RESULT_NEUTRAL = ("device", "data_dir", "dataset.download", "dataset.source.root",
-                  "dataset.source.download", "trainer.progress", "trainer.tensorboard",
-                  "trainer.keep_epochs", "trainer.full_train_eval", "trainer.history_names",
-                  "trainer.track_samples", "trainer.track_splits",
-                  "dataset.checksums", "dataset.source.checksums", "pruning.speed",
-                  "compression.fused")
-
-
-def neutral(key: str, keys: tuple[str, ...] = RESULT_NEUTRAL) -> bool:
-    """Whether a flattened config key is one of `keys` or lies below one (a.b.c below a.b)."""
-    return key in keys or any(key.startswith(f"{k}.") for k in keys)
-
-
-HISTORY = "history.jsonl"
-STEPS = "steps.jsonl"
-SUMMARY = "summary.json"
-
-
-def clean(value: Any) -> Any:
-    """JSON has no NaN or Infinity: non-finite floats become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean(v) for v in value]
-    return value
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(clean(obj), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def read_history(run_dir: Path) -> list[dict]:
-    return read_jsonl(Path(run_dir) / HISTORY)
-
-
-def rewrite(path: Path, records: list[dict]) -> None:
-    """Replace a JSON-lines file with `records`, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(clean(r), allow_nan=False) + "\n" for r in records))
-    os.replace(tmp, path)
+from src.core.files import (
+    GROUPS,
+    HISTORY,
+    HYDRA_DIR,
+    STEPS,
+    TENSORBOARD,
+    append_jsonl,
+    read_jsonl,
+    rewrite,
+)
+from src.core.keys import neutral
 
 
 class JobRecord:
@@ -78,7 +31,8 @@ class JobRecord:
     Hydra itself would write them before the task runs (train.yaml sets hydra.output_subdir to
     null and logs to the console only), so a command that is rejected, or that finds its run
     finished, would rewrite a finished run's record. The job wrapper opens one JobRecord per
-    job; a runner calls `start_job_record(run_dir)` right before it writes into the directory.
+    job and hands it to the task, whose lifecycle starts it right before the run writes into
+    the directory.
     """
 
     def __init__(self, run_dir: Path, task_cfg: DictConfig, hydra_cfg: DictConfig) -> None:
@@ -89,7 +43,7 @@ class JobRecord:
     def start(self) -> None:
         if self.handler is not None:
             return
-        out = self.run_dir / ".hydra"
+        out = self.run_dir / HYDRA_DIR
         out.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.task_cfg, out / "config.yaml")
         OmegaConf.save(OmegaConf.create({"hydra": self.hydra_cfg}), out / "hydra.yaml")
@@ -106,31 +60,10 @@ class JobRecord:
             self.handler = None
 
 
-_job: JobRecord | None = None
-
-
-def open_job_record(record: JobRecord | None) -> None:
-    """Make `record` the running job's record (None: no job, e.g. outside Hydra)."""
-    global _job
-    if _job is not None:
-        _job.close()
-    _job = record
-
-
-def start_job_record(run_dir: Path) -> bool:
-    """Write the job's record if `run_dir` is the running job's directory; True if it did."""
-    if _job is None or Path(run_dir).resolve() != _job.run_dir:
-        return False
-    _job.start()
-    return True
-
-
 # Shown in the HPARAMS tab next to the config-group choices and the command line's settings.
 KEY_HPARAMS = ("optimizer.lr", "optimizer.weight_decay", "optimizer.momentum", "batch_size",
                "epochs", "seed", "workers", "num_bits", "averaging.decays", "task.dt",
                "task.temp", "task.alpha")
-GROUP_CHOICES = ("dataset", "model", "optimizer", "scheduler", "averaging", "compression",
-                 "pruning", "task", "experiment", "lr_grid", "debug")
 
 
 _ABSENT = object()
@@ -143,12 +76,12 @@ def hparams_of(cfg: DictConfig) -> dict[str, bool | int | float | str]:
     keys = list(KEY_HPARAMS)
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
-        for group in GROUP_CHOICES:
+        for group in GROUPS:
             choice = hydra_cfg.runtime.choices.get(group)
             if choice is not None:
                 hp[group] = str(choice)
         typed = [o.split("=", 1)[0].lstrip("+~") for o in hydra_cfg.overrides.task]
-        keys = [k for k in typed if k not in GROUP_CHOICES and not neutral(k)] + keys
+        keys = [k for k in typed if k not in GROUPS and not neutral(k)] + keys
     for key in dict.fromkeys(keys):
         if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
             continue
@@ -205,7 +138,8 @@ class RunLog:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=step or None)
+            self.writer = SummaryWriter(log_dir=str(self.run_dir / TENSORBOARD),
+                                        purge_step=step or None)
 
     def scalar(self, tag: str, value: float, step: int) -> None:
         if self.writer is not None and math.isfinite(value):
@@ -223,8 +157,7 @@ class RunLog:
     def _append(self, name: str, record: dict, group: str) -> None:
         if not self.write:
             return
-        with open(self.run_dir / name, "a") as f:
-            f.write(json.dumps(clean(record), allow_nan=False) + "\n")
+        append_jsonl(self.run_dir / name, record)
         for key, value in record.items():
             if key != "step" and isinstance(value, int | float):
                 self.scalar(f"{group}/{key}", float(value), record["step"])

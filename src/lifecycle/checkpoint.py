@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from src.errors import CheckpointError
+from src.core.errors import CheckpointError
 
 FORMAT = "trainkit-checkpoint-v1"
 

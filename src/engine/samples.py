@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from src.errors import UserError
-from src.run_log import write_json_atomic
+from src.core.errors import UserError
+from src.core.files import write_json_atomic
 
 FOLDER = "samples"
 INDEX = "index.json"

@@ -7,9 +7,7 @@ import re
 import textwrap
 from pathlib import Path
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
-GROUPS = ("task", "dataset", "model", "optimizer", "scheduler", "averaging", "compression",
-          "pruning", "lr_grid", "experiment", "debug")
+from src.core.files import CONF, GROUPS
 
 
 def key_lines(config: Path) -> list[str]:
@@ -125,7 +123,8 @@ def plots_help() -> str:
 def eval_help() -> str:
     return "\n".join([
         "eval.py: evaluate a run's checkpoint (the raw model and every averaged one, final and",
-        "best states) without augmentation; prints a table and writes <run dir>/eval.json.",
+        "best states) without augmentation; prints a table and writes <run dir>/eval.json",
+        "(or the file out= names).",
         "",
         "Keys:", *key_lines(CONF / "eval.yaml"),
         "",

@@ -5,9 +5,7 @@ traceback instead)."""
 from __future__ import annotations
 
 import difflib
-import functools
 import hashlib
-import os
 import re
 import sys
 import tempfile
@@ -17,9 +15,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.errors import UserError
+from src.core.errors import debugging, fail
+from src.core.files import CHECKPOINT, SUMMARY
 
-DEBUG_ENV = "TRAINKIT_DEBUG"
 # Command-line options of Hydra that take a value, and those that end the command's work early.
 VALUE_OPTIONS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn",
                  "--experimental-rerun")
@@ -97,50 +95,9 @@ def _option_values(args: Sequence[str], names: tuple[str, ...]) -> list[str]:
     return values
 
 
-def debugging() -> bool:
-    """TRAINKIT_DEBUG=1: errors show their traceback (for developers)."""
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
-
-
-def fail(message: str) -> None:
-    """Print one error line and exit with status 2."""
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
-    sys.exit(2)
-
-
-def as_user_error(e: OSError) -> UserError:
-    """A permission or disk problem as the user's to fix, naming the path."""
-    where = e.filename or "a file"
-    if isinstance(e, PermissionError):
-        return UserError(f"cannot write {where} (permission denied): choose a writable folder "
-                         f"(out_dir=, hydra.run.dir=) or fix its permissions")
-    return UserError(f"cannot write {where} ({e.strerror or type(e).__name__}): free space or "
-                     f"choose another folder")
-
-
-def report_user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator for eval.py, plots.py and tune.py's sweeper: a UserError, or a folder it cannot
-    write, becomes one line and exit status 2."""
-
-    @functools.wraps(fn)
-    def inner(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UserError as e:
-            if debugging():
-                raise
-            fail(str(e))
-        except (PermissionError, OSError) as e:
-            if debugging() or e.errno is None:
-                raise
-            fail(str(as_user_error(e)))
-
-    return inner
-
-
-def hydra_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(overrides with each sweep replaced by one of its values, extra config dirs) of a
-    command line: what Hydra will compose for the first job."""
+def hydra_overrides(args: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """(overrides with each sweep replaced by one of its values, extra config dirs, the sweep
+    overrides as typed) of a command line: what Hydra will compose for the first job."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Glob, IntervalSweep
     from hydra.errors import OverrideParseException
@@ -157,7 +114,7 @@ def hydra_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
             continue
         plain.append(arg)
     parser = OverridesParser.create()
-    single = []
+    single, sweeps = [], []
     for arg in plain:
         try:
             (override,) = parser.parse_overrides([arg])
@@ -168,6 +125,7 @@ def hydra_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
         if not override.is_sweep_override():
             single.append(arg)
             continue
+        sweeps.append(arg)
         key = arg.split("=", 1)[0]
         value = override.value()
         if isinstance(value, IntervalSweep):
@@ -176,7 +134,7 @@ def hydra_overrides(args: Sequence[str]) -> tuple[list[str], list[str]]:
             continue
         else:
             single.append(f"{key}={next(iter(override.sweep_string_iterator()))}")
-    return single, dirs
+    return single, dirs, sweeps
 
 
 def check_command(args: Sequence[str], conf_dir: Path, config_name: str) -> DictConfig | None:
@@ -191,14 +149,19 @@ def check_command(args: Sequence[str], conf_dir: Path, config_name: str) -> Dict
         MissingConfigException,
         OverrideParseException,
     )
+    from hydra.types import RunMode
 
-    overrides, dirs = hydra_overrides(args)
+    overrides, dirs, sweeps = hydra_overrides(args)
     if dirs:
         overrides.append(f"hydra.searchpath=[{','.join('file://' + d for d in dirs)}]")
     try:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-            writable_output(cfg, "-m" in args or "--multirun" in args)
+            multirun = "-m" in args or "--multirun" in args or cfg.hydra.mode == RunMode.MULTIRUN
+            if sweeps and not multirun:
+                fail(f"{sweeps[0]} lists several values, which needs a sweep: add -m "
+                     f"(--multirun) to run one job per value, or give one value")
+            writable_output(cfg, multirun)
     except MissingConfigException as e:
         fail(missing_option(str(e)))
     except ConfigCompositionException as e:
@@ -255,7 +218,7 @@ def writable_output(cfg: DictConfig, multirun: bool) -> None:
     HydraConfig.instance().set_config(cfg)
     if cfg.hydra.output_subdir is None and OmegaConf.to_container(cfg.hydra.run)["dir"] == ".":
         return  # eval.py and plots.py write where their own keys say
-    key = "hydra.sweep.dir" if multirun or cfg.hydra.mode == "MULTIRUN" else "hydra.run.dir"
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     try:
         target = Path(str(OmegaConf.select(cfg, key)))
     except Exception:  # an interpolation only the sweeper resolves (tune.py's study name)
@@ -296,13 +259,13 @@ def run_entry_point(main: Callable[[], Any], conf_dir: Path, config_name: str,
 
 def interrupted() -> str:
     """The one line of a Ctrl-C during a job: what the run directory kept, and what next."""
-    from src.sweeps import job
+    from src.cli import job
 
     run = job.current_run_dir
-    if run is not None and (run / "checkpoint.pt").exists():
+    if run is not None and (run / CHECKPOINT).exists():
         return (f"interrupted: the run in {run} is recorded as interrupted and keeps its last "
                 f"checkpoint; run the same command again to resume it")
-    if run is not None and (run / "summary.json").exists():
+    if run is not None and (run / SUMMARY).exists():
         return (f"interrupted: the run in {run} is recorded as interrupted before its first "
                 f"checkpoint; run the same command again to start it")
     where = f" in {run}" if run is not None else ""

@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from src.errors import ConfigError
+from src.core.errors import ConfigError
 
 AMP = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
 # torch.compile's modes; reduce-overhead records CUDA graphs (on a GPU), which is what small

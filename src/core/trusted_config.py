@@ -12,9 +12,9 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from src.errors import ConfigError
+from src.core.errors import ConfigError
+from src.core.files import CONF
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 OWN = "src."  # the project's package
 
 
@@ -41,7 +41,7 @@ def allowed_targets() -> frozenset[str]:
 
 def own(target: str) -> bool:
     """True for a function or class defined in one of this project's modules (not something a
-    module merely imports, such as src.sweeps.lock.os.system)."""
+    module merely imports, such as src.lifecycle.lock.os.system)."""
     module, _, name = target.rpartition(".")
     if not module.startswith(OWN) or any(part.startswith("_") for part in target.split(".")):
         return False

@@ -8,10 +8,10 @@ Layout of a pruning run directory (one method, one network):
                                history.jsonl and TensorBoard events
     summary.json               status, cell count, prune potential (the objective)
 The reference is a normal run directory: `pruning.from_run`, or, when that is null, a sibling
-`reference-<config digest>` of this run directory, trained here by src.runner.run and shared by
-every pruning run of the same training config (its run-directory lock keeps parallel jobs, on one
-machine or several, from training it twice). Starting the same command again skips finished cells
-and resumes an unfinished one from its checkpoint.
+`reference-<config digest>` of this run directory, trained here by src.tasks.classify.run and
+shared by every pruning run of the same training config (its run-directory lock keeps parallel
+jobs, on one machine or several, from training it twice). Starting the same command again skips
+finished cells and resumes an unfinished one from its checkpoint.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,30 +31,50 @@ import torch
 import torch.distributed as torch_dist
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 
-from src import distributed
-from src.checkpoint import FORMAT, load_checkpoint, save_atomic
+from src.core.build import build
+from src.core.errors import ConfigError, one_line
+from src.core.files import (
+    CHECKPOINT,
+    CONF,
+    CONFIG,
+    HYDRA_DIR,
+    SUMMARY,
+    kept_checkpoint,
+    read_json,
+    write_json_atomic,
+)
+from src.core.trusted_config import check_targets
 from src.data.bundle import build_data
-from src.errors import CheckpointError, ConfigError, one_line
-from src.evaluation.metrics import topk_metrics
-from src.fast_path import FastPath
+from src.engine import distributed
+from src.engine.evaluation import topk_metrics
+from src.engine.fast_path import FastPath
+from src.engine.features import MaskedWeights
+from src.engine.trainer import (
+    Diverged,
+    Parts,
+    Trainer,
+    TrainerSettings,
+    TrainState,
+    epoch_seed,
+    load_state,
+)
+from src.lifecycle.checkpoint import load_checkpoint
+from src.lifecycle.identity import config_digest, versions
+from src.lifecycle.lock import RunLock
+from src.lifecycle.record import JobRecord, RunLog
+from src.lifecycle.run import Lifecycle, Outcome
 from src.pruning.export import compare_speed, export, parameters
 from src.pruning.flops import count_flops
 from src.pruning.lowrank import apply_plan
 from src.pruning.masks import Masks
 from src.pruning.ratios import keep_ratios
 from src.pruning.report import prune_potential
-from src.run_log import SUMMARY, RunLog, read_json, start_job_record, write_json_atomic
-from src.runner import CHECKPOINT, build, config_digest, resolve_device, run, versions
-from src.sweeps.lock import RunLock
-from src.trainer import Diverged, Trainer, TrainState, epoch_seed, load_state
-from src.trusted_config import check_targets
+from src.tasks.classify import run
 
 log = logging.getLogger(__name__)
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 CELLS = "cells"
 REFERENCE = "reference.json"
 REFERENCE_WAIT_S = 7 * 24 * 3600.0  # as long as training a reference may take
@@ -71,7 +92,7 @@ MODES = {"retrain": Mode(chain=False, rewind=False), "cascade": Mode(chain=True,
 
 
 def rewind_path(ref_dir: Path, epoch: int) -> Path:
-    return ref_dir / f"checkpoint_epoch{epoch}.pt"
+    return ref_dir / kept_checkpoint(epoch)
 
 
 def cell_name(rep: int, index: int) -> str:
@@ -108,6 +129,12 @@ def check_pruning(cfg: DictConfig) -> tuple[Mode, list[float]]:
     return mode, ratios
 
 
+def check_config(cfg: DictConfig) -> None:
+    """The experiment's one-line ConfigError (src.tasks.check_config); its reference run and
+    its cells check their own configs as they start."""
+    check_pruning(cfg)
+
+
 def reference_config(cfg: DictConfig) -> DictConfig:
     """The training config of the unpruned reference: this config with pruning=none, keeping a
     checkpoint of the rewind epoch."""
@@ -120,19 +147,19 @@ def reference_config(cfg: DictConfig) -> DictConfig:
 def record_reference(ref: DictConfig, ref_dir: Path) -> None:
     """The reference's .hydra/: its config, and the job's config-group choices with
     pruning=none, so that figures and tables read it like any run train.py made."""
-    (ref_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(ref, ref_dir / ".hydra" / "config.yaml")
+    (ref_dir / HYDRA_DIR).mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(ref, ref_dir / CONFIG)
     if HydraConfig.initialized():
         choices = {**OmegaConf.to_container(HydraConfig.get().runtime.choices), "pruning": "none"}
         OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": choices}}}),
-                       ref_dir / ".hydra" / "hydra.yaml")
+                       ref_dir / HYDRA_DIR / "hydra.yaml")
 
 
 def ensure_reference(cfg: DictConfig, run_dir: Path, dist: distributed.Dist) -> Path:
     """The directory of the trained reference: `pruning.from_run`, or one trained here."""
     if cfg.pruning.from_run is not None:
         ref_dir = Path(str(cfg.pruning.from_run)).expanduser()
-        config = ref_dir / ".hydra" / "config.yaml"
+        config = ref_dir / CONFIG
         if not config.is_file() or not (ref_dir / CHECKPOINT).is_file():
             raise ConfigError(f"pruning.from_run={ref_dir} is not a trained run directory (no "
                               f".hydra/config.yaml or {CHECKPOINT}): point it at train.py's output")
@@ -192,10 +219,10 @@ def broadcast_masks(masks: Masks, dist: distributed.Dist) -> None:
 class PruningExperiment:
     """One method on one reference network: every (repetition, keep ratio) cell this job owns."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
-        self.cfg, self.p = cfg, cfg.pruning
+    def __init__(self, cfg: DictConfig, run_dir: Path, record: JobRecord | None = None) -> None:
+        self.cfg, self.p, self.record = cfg, cfg.pruning, record
         self.mode, self.ratios = check_pruning(cfg)
-        self.dist, self.device = distributed.init(resolve_device(cfg.device))
+        self.dist, self.device = distributed.init(distributed.resolve_device(cfg.device))
         self.workers = self.dist.world if self.dist.enabled else cfg.workers
         self.run_dir = Path(run_dir)
         self.cells_dir = self.run_dir / CELLS
@@ -287,108 +314,29 @@ class PruningExperiment:
         """Prune, retrain and test one cell; returns its final weights and masks (for a
         cascade), or None if the cell had finished in an earlier start."""
         name, keep = cell_name(rep, index), self.ratios[index]
-        result, cell_dir = self.cells_dir / f"{name}.json", self.cells_dir / name
-        ckpt_path, digest = cell_dir / CHECKPOINT, self.cell_digest(rep, index)
-        if result.exists():
-            if read_json(result).get("config_digest") != digest:
-                raise CheckpointError(f"{result} was written by a different config: use another "
-                                      f"run directory or delete {self.cells_dir}")
+        life = Lifecycle(self.cells_dir / name, self.cell_digest(rep, index), None,
+                         result=self.cells_dir / f"{name}.json",
+                         tensorboard=self.cfg.trainer.tensorboard, write=self.dist.is_main)
+        cells: list[Cell] = []
+
+        def build_cell(ckpt: dict | None) -> Cell:
+            cells.append(Cell(self, rep, index, None if ckpt is not None else
+                              self.starting_point(rep, index, previous), ckpt))
+            return cells[0]
+
+        result = life.execute(build_cell)
+        if result.reused:
             log.info("cell %s (keep %.4f) already finished: skipped", name, keep)
             return None
-        seed = epoch_seed(self.cfg.seed, 1 + rep, index)
-        model, fast = self.new_model()
-        masks = Masks(model)
-        ckpt = load_checkpoint(ckpt_path, digest) if ckpt_path.exists() else None
-        plan = None
-        if ckpt is None:
-            start = self.starting_point(rep, index, previous)
-            load_state(model, {k: v.to(self.device) for k, v in start["model"].items()})
-            if start["masks"] is not None:
-                masks.load_state_dict(start["masks"])
-            torch.manual_seed(seed)
-            try:
-                plan = self.method(model, masks, keep, self.data)
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
-            if plan is not None:  # a factorised network: new layers, new (all-ones) masks
-                model, masks = fast.prepare(model), Masks(model)
-            broadcast_masks(masks, self.dist)
-            if self.mode.rewind:
-                early = load_checkpoint(rewind_path(self.ref_dir, self.p.rewind_epoch))
-                load_state(model, {k: v.to(self.device) for k, v in early["model"].items()})
-            masks.apply()
-        elif ckpt.get("plan") is not None:  # rebuild the factorised layers the cell trained
-            plan = ckpt["plan"]
-            apply_plan(model, plan)
-            model, masks = fast.prepare(model), Masks(model)
-        optimizer = build(self.cfg.optimizer)(model.parameters())
-        steps = len(self.data.train)
-        scheduler = build(self.cfg.scheduler)(optimizer, steps_per_epoch=steps,
-                                              epochs=self.cfg.epochs)
-        restart_schedule(scheduler, self.p.lr_restart_epoch * steps)
-        state, history = TrainState(), []
-        if ckpt is not None:
-            try:
-                model.load_state_dict(ckpt["model"])
-                masks.load_state_dict(ckpt["masks"])
-                optimizer.load_state_dict(ckpt["optimizer"])
-                scheduler.load_state_dict(ckpt["scheduler"])
-            except (KeyError, RuntimeError, ValueError) as e:
-                raise CheckpointError(f"{ckpt_path} does not fit this cell ({type(e).__name__}): "
-                                      f"delete it to retrain the cell") from None
-            state.epoch, state.step, state.wall_s = ckpt["epoch"], ckpt["step"], ckpt["wall_s"]
-            state.best = {n: {**b, "state": {k: v.to(self.device) for k, v in b["state"].items()}}
-                          for n, b in ckpt["best"].items()}
-            history = list(ckpt["history"])
-            log.info("cell %s: resuming from epoch %d", name, state.epoch)
-        cell_dir.mkdir(parents=True, exist_ok=True)
-        run_log = RunLog(cell_dir, self.cfg.trainer.tensorboard, history, state.step,
-                         write=self.dist.is_main)
-        epochs = self.p.retrain_epochs
-
-        def save(s: TrainState) -> None:
-            if self.dist.is_main and (s.epoch % self.cfg.trainer.checkpoint_every == 0
-                                      or s.epoch == epochs):
-                save_atomic({"format": FORMAT, "config_digest": digest, "epoch": s.epoch,
-                             "step": s.step, "wall_s": s.wall_s, "best": s.best,
-                             "model": model.state_dict(), "masks": masks.state_dict(),
-                             "plan": plan,
-                             "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "history": run_log.history},
-                            ckpt_path)
-
-        forward_model = model
-        if self.dist.enabled:
-            forward_model = DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        trainer = Trainer(model, optimizer, scheduler, self.data, None, run_log, seed, epochs,
-                          self.cfg.trainer, save, batch_size=self.cfg.batch_size,
-                          workers=self.workers, dist=self.dist, forward_model=forward_model,
-                          fast=fast, masks=masks)
-        log.info("cell %s: keep %.4f of %s prunable weights, retraining %d epochs", name, keep,
-                 f"{self.dense['params']:,}", epochs)
-        status = "completed"
-        try:
-            trainer.fit(state)
-        except Diverged as e:
-            log.warning("cell %s diverged: %s", name, e)
-            status = "diverged"
-        finally:
-            run_log.close()
-        record = {"method": self.p.name, "mode": self.p.mode, "repetition": rep,
-                  "ratio_index": index, "keep_target": keep, "status": status,
-                  "config_digest": digest, "reference_digest": self.ref_digest,
-                  "retrain_epochs": epochs, "lr_restart_epoch": self.p.lr_restart_epoch,
-                  "retrain_wall_s": state.wall_s, **self.evaluate(model, masks, fast),
-                  **self.speed(model, masks), "plan": plan}
-        if self.dist.is_main:
-            write_json_atomic(result, record)
+        record = result.summary
         log.info("cell %s: keep %.4f (target %.4f), FLOPs kept %.4f, top-1 error %.4f%s", name,
                  record["keep"], keep, record["flops_kept_fraction"], record["test_top1_err"],
                  "" if record["speedup"] is None else
                  f", exported {record['export_params']:,} parameters, measured speed-up "
                  f"{record['speedup']:.2f}x")
-        return {"model": copy.deepcopy(model.state_dict()), "masks": masks.state_dict()}
+        cell = cells[0]
+        return {"model": copy.deepcopy(cell.parts.model.state_dict()),
+                "masks": cell.masks.state_dict()}
 
     def cells(self) -> list[tuple[int, int]]:
         reps = range(self.p.repetitions) if self.p.repetition is None else [self.p.repetition]
@@ -398,8 +346,8 @@ class PruningExperiment:
 
     def run(self) -> float:
         t0 = time.perf_counter()
-        if self.dist.is_main:
-            start_job_record(self.run_dir)
+        if self.dist.is_main and self.record is not None:
+            self.record.start()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         reference = self.reference_record()
         if self.dist.is_main:
@@ -434,7 +382,101 @@ class PruningExperiment:
         return potential
 
 
-def run_pruning(cfg: DictConfig, run_dir: Path) -> float:
+def run_pruning(cfg: DictConfig, run_dir: Path, record: JobRecord | None = None) -> float:
     """Run the experiment of `cfg.pruning` in `run_dir`; returns the prune potential (fraction of
-    prunable weights removed) at +0.5% top-1 error, for sweepers."""
-    return PruningExperiment(cfg, run_dir).run()
+    prunable weights removed) at +0.5% top-1 error, for sweepers. record: Hydra's record of the
+    job, written once the experiment starts writing."""
+    return PruningExperiment(cfg, run_dir, record).run()
+
+
+class Cell:
+    """One (repetition, keep ratio) cell: pruned from `start` (or rebuilt from its checkpoint
+    `ckpt`, which the lifecycle then loads) and retrained (the lifecycle's Task)."""
+
+    def __init__(self, exp: PruningExperiment, rep: int, index: int, start: dict | None,
+                 ckpt: dict | None) -> None:
+        self.exp, self.rep, self.index = exp, rep, index
+        self.name, self.keep = cell_name(rep, index), exp.ratios[index]
+        self.seed = epoch_seed(exp.cfg.seed, 1 + rep, index)
+        model, fast = exp.new_model()
+        masks = Masks(model)
+        self.plan = None
+        if start is not None:
+            load_state(model, {k: v.to(exp.device) for k, v in start["model"].items()})
+            if start["masks"] is not None:
+                masks.load_state_dict(start["masks"])
+            torch.manual_seed(self.seed)
+            try:
+                self.plan = exp.method(model, masks, self.keep, exp.data)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+            if self.plan is not None:  # a factorised network: new layers, new (all-ones) masks
+                model, masks = fast.prepare(model), Masks(model)
+            broadcast_masks(masks, exp.dist)
+            if exp.mode.rewind:
+                early = load_checkpoint(rewind_path(exp.ref_dir, exp.p.rewind_epoch))
+                load_state(model, {k: v.to(exp.device) for k, v in early["model"].items()})
+            masks.apply()
+        elif ckpt is not None and ckpt.get("plan") is not None:  # the factorised layers it trained
+            self.plan = ckpt["plan"]
+            apply_plan(model, self.plan)
+            model, masks = fast.prepare(model), Masks(model)
+        self.masks = masks
+        optimizer = build(exp.cfg.optimizer)(model.parameters())
+        steps = len(exp.data.train)
+        scheduler = build(exp.cfg.scheduler)(optimizer, steps_per_epoch=steps,
+                                             epochs=exp.cfg.epochs)
+        restart_schedule(scheduler, exp.p.lr_restart_epoch * steps)
+        self.parts = Parts(model, optimizer, scheduler,
+                           distributed.wrap(model, exp.dist, exp.device), fast)
+        self.state = TrainState()
+
+    def facts(self) -> dict[str, Any]:
+        p = self.exp.p
+        return {"method": p.name, "mode": p.mode, "repetition": self.rep,
+                "ratio_index": self.index, "keep_target": self.keep,
+                "reference_digest": self.exp.ref_digest, "retrain_epochs": p.retrain_epochs,
+                "lr_restart_epoch": p.lr_restart_epoch}
+
+    def progress(self) -> dict[str, Any]:
+        return {"retrain_wall_s": self.state.wall_s}
+
+    def state_dict(self) -> dict[str, Any]:
+        p = self.parts
+        return {**self.state.state_dict(), "model": p.model.state_dict(),
+                "masks": self.masks.state_dict(), "plan": self.plan,
+                "optimizer": p.optimizer.state_dict(), "scheduler": p.scheduler.state_dict()}
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> int:
+        p = self.parts
+        p.model.load_state_dict(ckpt["model"])
+        self.masks.load_state_dict(ckpt["masks"])
+        p.optimizer.load_state_dict(ckpt["optimizer"])
+        p.scheduler.load_state_dict(ckpt["scheduler"])
+        self.state.load_state_dict(ckpt, self.exp.device)
+        return self.state.step
+
+    def train(self, run_log: RunLog, save: Callable[..., None]) -> Outcome:
+        exp = self.exp
+        epochs = exp.p.retrain_epochs
+
+        def on_epoch_end(s: TrainState) -> None:
+            if s.epoch % exp.cfg.trainer.checkpoint_every == 0 or s.epoch == epochs:
+                save()
+
+        settings = TrainerSettings.from_config(exp.cfg.trainer, epochs=epochs,
+                                               batch_size=exp.cfg.batch_size, seed=self.seed,
+                                               workers=exp.workers)
+        trainer = Trainer(self.parts, exp.data, settings, run_log, on_epoch_end,
+                          [MaskedWeights(self.masks)], exp.dist)
+        log.info("cell %s: keep %.4f of %s prunable weights, retraining %d epochs", self.name,
+                 self.keep, f"{exp.dense['params']:,}", epochs)
+        status = "completed"
+        try:
+            trainer.fit(self.state)
+        except Diverged as e:
+            log.warning("cell %s diverged: %s", self.name, e)
+            status = "diverged"
+        model = self.parts.model
+        return Outcome(status, {**exp.evaluate(model, self.masks, self.parts.fast),
+                                **exp.speed(model, self.masks), "plan": self.plan})

@@ -3,7 +3,7 @@ while: two optimizers x two learning rates x two seeds (recording per-sample cor
 diverged run, a failed run, a compressed run with two workers, a small regimes sweep, pruning
 experiments (magnitude, PFP) and an optimizer record smoke run on fake data.
 
-The figure tests draw every figure kind from it; `python -m tests.mixed_runs docs/figures`
+The figure tests draw every figure kind from it; `python -m tests.helpers.mixed_runs docs/figures`
 builds it in a temporary folder and draws the committed README figures from it.
 """
 
@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUIET = ["trainer.progress=false", "trainer.tensorboard=false"]
 SWEEPS = {
     "optimizers": ["debug=fast", "epochs=6", "dataset.train_limit=null", "optimizer=sgd,momentum",

@@ -1,13 +1,19 @@
-"""Process-group set-up for runs launched with torchrun (one worker per process)."""
+"""The device a run trains on, and the process-group set-up for runs launched with torchrun
+(one worker per process)."""
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from src.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -80,3 +86,34 @@ def broadcast_object(obj: object, d: Dist) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def resolve_device(spec: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; 'cpu', 'cuda', 'cuda:N' are checked."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    m = re.fullmatch(r"cuda(?::(\d+))?", str(spec))
+    if m is None:
+        raise ConfigError(f"device={spec} is not a device: use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device={spec} but no CUDA GPU is visible: use device=cpu or auto")
+    index = int(m.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"device={spec} but only {torch.cuda.device_count()} GPU(s) are "
+                          f"visible: use cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return torch.device(spec)
+
+
+def wrap(model: nn.Module, d: Dist, device: torch.device, hook: object | None = None,
+         hook_fn: object | None = None) -> nn.Module:
+    """The module a run's steps call: `model` itself, or under torchrun its DDP wrapper (with
+    the gradient exchange's communication hook, if any)."""
+    if not d.enabled:
+        return model
+    wrapped = DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+    if hook is not None:
+        wrapped.register_comm_hook(hook, hook_fn)
+    return wrapped

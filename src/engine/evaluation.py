@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from src.core.keys import metric_prefix
+from src.data.bundle import DataBundle
 from src.data.loader import DeviceData
-from src.fast_path import FP32, FastPath
+from src.engine.fast_path import FP32, FastPath
 
 
 @torch.no_grad()
@@ -124,3 +127,23 @@ def evaluate_states(model: nn.Module, states: list[dict[str, Tensor]], data: Dev
                                                                             strict=True)]
     return [results[i] for i in index]
 
+
+
+def final_and_best(model: nn.Module, states: dict[str, tuple[dict[str, Tensor], dict[str, Tensor]]],
+                   data: DataBundle, splits: Sequence[str],
+                   fast: FastPath = FP32) -> dict[str, float]:
+    """Metrics `<model/>[best/]<split>_<loss|acc>` (summary.json's) of each named model's final
+    and best state: `states[name] = (final, best)`. Every distinct state is evaluated once (a
+    best state that equals the final one, as when the last epoch was the best, is not evaluated
+    again), all of them together in one pass over each batch of a split (evaluate_states)."""
+    keys, flat = [], []
+    for name, (final, best) in states.items():
+        for tag, weights in (("", final), ("best/", best)):
+            keys.append(f"{metric_prefix(name)}{tag}")
+            flat.append(weights)
+    metrics: dict[str, float] = {}
+    for split in splits:
+        for key, m in zip(keys, evaluate_states(model, flat, data.split(split), fast),
+                          strict=True):
+            metrics[f"{key}{split}_loss"], metrics[f"{key}{split}_acc"] = m["loss"], m["acc"]
+    return metrics

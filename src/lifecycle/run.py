@@ -1,0 +1,202 @@
+"""The life of a run, one for every kind: classify and regimes runs, pruning cells (and the
+stacked runs to come).
+
+    identity  the config digest; a run that finished with this config is reused, one that
+              finished with another is refused
+    resume    the run's checkpoint (same digest) is loaded into the freshly built task
+    records   Hydra's record of the job, then history.jsonl, steps.jsonl and TensorBoard
+              (RunLog), cut back to the checkpoint
+    train     the task trains, saving through `save` (one payload builder: format, digest,
+              history, and the task's own state)
+    summary   status (completed, diverged; failed or interrupted, then re-raised), the metrics
+              and the objective (the worst one for a diverged run), timings
+
+A task supplies only what is its own (the Task protocol): how to build its parts, its state,
+and how to train.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from omegaconf import DictConfig
+
+from src.core.errors import CheckpointError, one_line
+from src.core.files import CHECKPOINT, SUMMARY, write_json_atomic
+from src.core.keys import worst_objective
+from src.engine.trainer import Diverged
+from src.lifecycle.checkpoint import FORMAT, load_checkpoint, save_atomic
+from src.lifecycle.identity import finished_result, reused_objective, versions
+from src.lifecycle.record import JobRecord, RunLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """How a task's training ended: `completed` or `diverged`, its metrics, and more summary
+    fields of its own. objective None: metrics[objective name] when completed, else the worst."""
+
+    status: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+    objective: float | None = None
+    error: str | None = None
+
+
+class Task(Protocol):
+    """What one kind of run supplies to its lifecycle."""
+
+    def facts(self) -> dict[str, Any]:
+        """Summary fields known before training (parameters, device, settings)."""
+
+    def progress(self) -> dict[str, Any]:
+        """Summary fields of how far it trained (epochs_completed, step, train_wall_s)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint's task part (the lifecycle adds format, digest and history)."""
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> int:
+        """Resume from a checkpoint of this config; returns the step it resumes at."""
+
+    def train(self, run_log: RunLog, save: Callable[..., None]) -> Outcome:
+        """Train to the end; `save(*also)` checkpoints (also: more paths for the same payload);
+        raising Diverged ends the run as diverged."""
+
+
+@dataclass
+class Result:
+    """What execute returns: the run's objective and summary; reused: it had finished before."""
+
+    objective: float | None
+    summary: dict[str, Any]
+    reused: bool = False
+
+
+class Lifecycle:
+    """One run in `run_dir` (see the module docstring).
+
+    objective_name: the metric a sweep gets back; None for a pruning cell, whose result is a
+    record of its own (`result`) with no objective, no Hydra record and no HPARAMS entry.
+    write: False on every rank but 0 of a torchrun job.
+    """
+
+    def __init__(self, run_dir: Path, digest: str, objective_name: str | None, *,
+                 cfg: DictConfig | None = None, record: JobRecord | None = None,
+                 result: Path | None = None, tensorboard: bool = True,
+                 write: bool = True) -> None:
+        self.run_dir, self.digest = Path(run_dir), digest
+        self.objective_name, self.cfg, self.record = objective_name, cfg, record
+        self.result = result if result is not None else self.run_dir / SUMMARY
+        self.checkpoint_path = self.run_dir / CHECKPOINT
+        self.tensorboard, self.write = tensorboard, write
+        self.history: list[dict] = []
+
+    def finished(self) -> dict | None:
+        done = finished_result(self.result, self.digest)
+        if done is not None:
+            log.info("run in %s already %s; objective %s", self.run_dir, done["status"],
+                     done.get("objective"))
+        return done
+
+    def checkpoint(self) -> dict | None:
+        """The run's checkpoint (written by this config), or None if it has none."""
+        if not self.checkpoint_path.exists():
+            return None
+        return load_checkpoint(self.checkpoint_path, self.digest)
+
+    def save(self, state: dict[str, Any], *also: Path) -> None:
+        """The one checkpoint payload: format, digest, the task's state and the history."""
+        if not self.write:
+            return
+        payload = {"format": FORMAT, "config_digest": self.digest, **state,
+                   "history": self.run_log.history}
+        for path in (self.checkpoint_path, *also):
+            save_atomic(payload, path)
+
+    def restore(self, task: Task, ckpt: dict) -> int:
+        try:
+            step = task.load_state_dict(ckpt)
+            self.history = list(ckpt["history"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise CheckpointError(f"checkpoint {self.checkpoint_path} does not fit this run "
+                                  f"({type(e).__name__}: {str(e).splitlines()[0][:120]}): "
+                                  f"delete it to retrain") from None
+        log.info("resuming %s from its checkpoint (step %d)", self.run_dir, step)
+        return step
+
+    def execute(self, build: Callable[[dict | None], Task]) -> Result:
+        """Reuse, or build (given the checkpoint it will resume from, or None), resume, train
+        and summarise the run."""
+        t_start, started_at = time.perf_counter(), time.time()
+        done = self.finished()
+        if done is not None:
+            objective = (reused_objective(done, self.objective_name)
+                         if self.objective_name is not None else None)
+            return Result(objective, done, reused=True)
+        ckpt = self.checkpoint()
+        task = build(ckpt)
+        step = self.restore(task, ckpt) if ckpt is not None else 0
+        if self.write and self.record is not None:
+            self.record.start()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_log = RunLog(self.run_dir, self.tensorboard, self.history, step,
+                              write=self.write)
+        summary: dict[str, Any] = {"config_digest": self.digest, **task.facts()}
+        if self.objective_name is not None:
+            summary.update(host=socket.gethostname(), pid=os.getpid(), versions=versions())
+
+        def save(*also: Path) -> None:
+            self.save(task.state_dict(), *also)
+
+        try:
+            try:
+                outcome = task.train(self.run_log, save)
+            except Diverged as e:
+                log.warning("diverged: %s", e)
+                outcome = Outcome("diverged", error=str(e))
+        except BaseException as e:  # record why the run stopped, then let it propagate
+            status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            summary.update(status=status, metrics={}, objective=None, error=one_line(e),
+                           **task.progress())
+            if self.objective_name is not None:
+                self.close(summary)
+            else:  # a cell leaves no result: its experiment's summary records why
+                self.run_log.close()
+            raise
+        summary["status"] = outcome.status
+        if self.objective_name is not None:
+            objective = outcome.objective
+            if objective is None:
+                objective = (outcome.metrics[self.objective_name]
+                             if outcome.status == "completed"
+                             else worst_objective(self.objective_name))
+            summary.update(metrics=outcome.metrics, objective=objective,
+                           objective_name=self.objective_name)
+        else:
+            summary.update(outcome.metrics)
+        if outcome.error is not None:
+            summary["error"] = outcome.error
+        summary.update(**task.progress(), **outcome.fields)
+        if self.objective_name is not None:
+            summary.update(total_s=time.perf_counter() - t_start, started_at=started_at,
+                           finished_at=time.time())
+        self.close(summary)
+        if self.objective_name is not None:
+            log.info("%s: %s = %s", outcome.status, self.objective_name, summary["objective"])
+        return Result(summary.get("objective"), summary)
+
+    def close(self, summary: dict[str, Any]) -> None:
+        """Write the summary (rank 0), the HPARAMS entry, and close the records."""
+        if self.write:
+            write_json_atomic(self.result, summary)
+        if self.cfg is not None and self.objective_name is not None:
+            self.run_log.hparams(self.cfg, summary.get("metrics", {}), summary["status"])
+        self.run_log.close()
