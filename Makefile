@@ -26,14 +26,15 @@ test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not readme"
 
-# Everything but the end-to-end tests marked slow (kills, parallel processes, clusters, servers).
+# The unit tests (tests/unit: every module, in process) and the end-to-end tests marked smoke
+# (each entry point once); under 5 minutes on 2 cores.
 test-fast: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not slow and not readme"
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not slow and not readme and (not e2e or smoke)"
 
-# Every shell command of README.md, run as typed in a scratch workspace (tests/test_readme.py).
+# Every shell command of README.md, run as typed in a scratch workspace (tests/e2e/test_readme.py).
 test-readme: setup
-	$(PY) -m pytest -q -m readme tests/test_readme.py
+	$(PY) -m pytest -q -m readme tests/e2e/test_readme.py
 
 # The CPU benchmark suite (under 10 minutes): JSON in benchmarks/results/cpu/, the table in
 # benchmarks/README.md.

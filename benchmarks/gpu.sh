@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU kit: the tests marked `cuda` (tests/test_cuda.py) and the GPU benchmarks, in one go on
+# The GPU kit: the tests marked `cuda` (tests/unit/engine/test_cuda.py) and the GPU benchmarks, in one go on
 # one CUDA GPU (under 8 minutes), writing JSON that benchmarks/README.md quotes.
 #   bash benchmarks/gpu.sh                      # results in benchmarks/results/gpu/
 #   bash benchmarks/gpu.sh --out /tmp/gpu       # elsewhere
@@ -22,7 +22,7 @@ mkdir -p "$OUT"
 if [ "$DRY" = 1 ]; then
   export TRAINKIT_DRY=1 CUDA_VISIBLE_DEVICES=""
   DEVICE=cpu
-  SELECT=(-k "not compile")  # torch.compile on the CPU is tested by tests/test_fast_path.py
+  SELECT=(-k "not compile")  # torch.compile on the CPU is tested by tests/unit/engine/test_fast_path.py
   THROUGHPUT=(--models mlp --batches 32 --images 300 --epochs 1 --rounds 2 --compile default)
   COMPRESSION=(--models mlp --batch 16 --samples 256 --epochs 2 --packing-elements 65536 --rounds 2)
   EVALUATION=(--model mlp --images 64 --batch 32 --pairs 2)  # 12 states
@@ -42,7 +42,7 @@ else
 fi
 step() { echo "== gpu.sh: $*" >&2; }
 step "tests marked cuda on $DEVICE"
-"$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py "${SELECT[@]}" \
+"$PY" -m pytest -q -p no:cacheprovider -m cuda tests/unit/engine/test_cuda.py "${SELECT[@]}" \
   --junitxml "$OUT/cuda_tests.xml"
 step "throughput: ours vs the standard pipeline vs a bare loop, EMA x5, compiled"
 "$PY" benchmarks/throughput.py "${THROUGHPUT[@]}" --device "$DEVICE" --out "$OUT/throughput.json"

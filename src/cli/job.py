@@ -23,17 +23,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.core.errors import UserError, as_user_error, debugging, fail, one_line
-from src.core.files import RUN_FILES, SUMMARY, read_json, write_json_atomic
-from src.lifecycle.lock import RunDirBusy, RunLock
+from src.core.files import SUMMARY, read_json, remove_if_empty
+from src.lifecycle.lock import LOCK_WAIT_ENV, RunDirBusy, RunLock
 from src.lifecycle.record import JobRecord
-from src.sweeps.report import JobResult
+from src.sweeps.report import JobResult, record_failure
 from src.tasks import task_run
 
 log = logging.getLogger(__name__)
 
-# Seconds a job waits for a run directory that another process holds (tune.yaml sets it: two
-# trials with the same parameters share one run, and the second reuses the first's result).
-LOCK_WAIT_ENV = "TRAINKIT_LOCK_WAIT_S"
 current_run_dir: Path | None = None  # the job this process is running (for Ctrl-C's message)
 
 
@@ -95,25 +92,6 @@ def refuse(status: str, e: Exception, run_dir: Path, in_sweep: bool) -> JobResul
     return JobResult(status, None, str(run_dir), one_line(e))
 
 
-def record_failure(run_dir: Path, record: JobRecord, reason: str) -> None:
-    """Leave a sweep job's failure in its run directory, unless that directory holds a run
-    (then the runner has recorded it, or the run is someone's earlier result: left untouched)."""
-    if any((run_dir / name).exists() for name in RUN_FILES):
-        return
-    record.start()
-    write_json_atomic(run_dir / SUMMARY, {"status": "failed", "error": reason, "objective": None,
-                                          "metrics": {}})
-
-
 def run_status(run_dir: Path) -> str:
     path = run_dir / SUMMARY
     return read_json(path).get("status", "completed") if path.exists() else "completed"
-
-
-def remove_if_empty(run_dir: Path) -> None:
-    """Remove the directory Hydra made for a job that wrote nothing."""
-    try:
-        if run_dir.resolve() != Path.cwd().resolve():
-            run_dir.rmdir()
-    except OSError:  # not empty, already gone, or not ours to remove
-        pass

@@ -10,7 +10,7 @@ Bit-identical to the eager path, random draws included: the random bytes are dra
 compiled function, from the same generators and in the same amounts as the eager path draws them
 (ceil(n / 8) bytes per worker for rand_zero, ceil(n / 8) from the tie generator for random ties),
 and element i takes bit i % 8 of byte i // 8 in both. The eager path stays the reference
-(tests/test_compression_fused.py compares them).
+(tests/unit/compression/test_fused.py compares them).
 
 Fusable: MinMax and Sign, vote or mean, any tie rule, worker momentum (its update stays eager,
 two passes: ATen's add with alpha is one fused multiply-add on CPUs with FMA, which inductor's

@@ -85,3 +85,12 @@ def rewrite(path: Path, records: list[dict]) -> None:
 def append_jsonl(path: Path, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(clean(record), allow_nan=False) + "\n")
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """Remove a job's directory that holds nothing (made for a job that wrote nothing)."""
+    try:
+        if run_dir.resolve() != Path.cwd().resolve():
+            run_dir.rmdir()
+    except OSError:  # not empty, already gone, or not ours to remove
+        pass

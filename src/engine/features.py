@@ -3,8 +3,9 @@
 A feature is an object the trainer calls at fixed points of its loop, in the order of its list
 of features; each method has a do-nothing default here:
 
-- `start_epoch(epoch, seed_of)`: before the epoch's first step; `seed_of(stream)` is the
-  epoch's seed for a random stream of the feature's own (a resumed run draws the same);
+- `start_epoch(epoch, seed_of)`: before the first step of epoch `epoch` (0-based);
+  `seed_of(stream)` is the epoch's seed for a random stream of the feature's own (a resumed
+  run draws the same);
 - `after_step(index)`: after each optimizer step (index 0.. within the epoch), before the
   learning-rate schedule moves; it must not sync with the host (no .item(), no .cpu());
 - `interval_record()`: at each log interval's host sync, keys added to steps.jsonl's record;

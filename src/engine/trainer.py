@@ -176,23 +176,27 @@ class Trainer:
         with self.bar, logging_redirect_tqdm():
             for epoch in range(state.epoch, epochs):
                 t0 = time.perf_counter()
-                record = self.train_epoch(epoch, state)
-                view = EpochResults(self, epoch + 1)
-                record.update(self.validate(state, view))
-                if self.settings.full_train_eval:
-                    record.update(self.evaluate_train_set())
-                for feature in self.features:
-                    record.update(feature.epoch_record(view))
-                state.epoch = epoch + 1
-                epoch_s = time.perf_counter() - t0
-                state.wall_s += epoch_s
-                record.update(epoch_s=epoch_s, wall_s=state.wall_s)
-                record.update({alias: record[key]
-                               for alias, key in self.settings.history_names.items()})
-                self.log.append(record)
-                log.info(self.describe(record))
-                self.on_epoch_end(state)
+                self.end_epoch(self.train_epoch(epoch, state), state, t0)
         return state
+
+    def end_epoch(self, record: dict, state: TrainState, t0: float) -> None:
+        """After an epoch's training (`record`, begun at perf_counter `t0`): validation, the
+        full training set, the features' keys, timing and aliases; then the record is written
+        and `on_epoch_end` called (the checkpoint)."""
+        view = EpochResults(self, record["epoch"])
+        record.update(self.validate(state, view))
+        if self.settings.full_train_eval:
+            record.update(self.evaluate_train_set())
+        for feature in self.features:
+            record.update(feature.epoch_record(view))
+        state.epoch = record["epoch"]
+        epoch_s = time.perf_counter() - t0
+        state.wall_s += epoch_s
+        record.update(epoch_s=epoch_s, wall_s=state.wall_s)
+        record.update({alias: record[key] for alias, key in self.settings.history_names.items()})
+        self.log.append(record)
+        log.info(self.describe(record))
+        self.on_epoch_end(state)
 
     def gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Fill .grad for one step; returns the summed loss and correct count of its samples."""
@@ -262,21 +266,22 @@ class Trainer:
                                     f"{loss:.4f}, {seen / (time.perf_counter() - t0):.0f} "
                                     f"samples/s")
                 bar.update(start + i - bar.n)
-        train_s = time.perf_counter() - t0
-        train_loss, train_correct = sums.tolist()
-        return {"epoch": epoch + 1, "step": state.step, "lr": lr,
-                "train_loss": train_loss / seen, "train_acc": train_correct / seen,
-                "samples_per_s": seen / train_s, "train_epoch_time": train_s, **self.norms()}
+        return self.epoch_record(epoch, state.step, lr, sums.tolist(), seen,
+                                 time.perf_counter() - t0, self.params,
+                                 [p.grad for p in self.params if p.grad is not None])
 
-    @torch.no_grad()
-    def norms(self) -> dict[str, float]:
-        """Euclidean norms of all parameters (model_norm) and of the last mini-batch gradient of
-        the epoch (grad_norm), as the optimizer-benchmark records define them; one host sync."""
-        grads = [p.grad for p in self.params if p.grad is not None]
-        model_norm = torch.stack(torch._foreach_norm(self.params)).norm()
-        grad_norm = torch.stack(torch._foreach_norm(grads)).norm() if grads else model_norm * 0
-        model_norm, grad_norm = torch.stack([model_norm, grad_norm]).float().tolist()
-        return {"model_norm": model_norm, "grad_norm": grad_norm}
+    @staticmethod
+    def epoch_record(epoch: int, step: int, lr: float, sums: Sequence[float], seen: int,
+                     train_s: float, params: Sequence[torch.Tensor],
+                     grads: Sequence[torch.Tensor]) -> dict:
+        """The training part of epoch `epoch`'s (0-based) record: sums (loss sum, correct
+        count) over `seen` samples in `train_s` seconds, the lr of its last step, and the norms
+        of `params` and of their last gradients `grads`."""
+        train_loss, train_correct = sums
+        return {"epoch": epoch + 1, "step": step, "lr": lr,
+                "train_loss": train_loss / seen, "train_acc": train_correct / seen,
+                "samples_per_s": seen / train_s, "train_epoch_time": train_s,
+                **norms(params, grads)}
 
     def log_interval(self, step: int, epoch: int, lr: float, interval: torch.Tensor,
                      n: int) -> tuple[float, torch.Tensor]:
@@ -356,6 +361,17 @@ class EpochResults:
             module = t.module_with(None if model == RAW else t.state_of(model))
             self.seen[(model, split)] = evaluate_samples(module, t.data.split(split), t.fast)[1]
         return self.seen[(model, split)]
+
+
+@torch.no_grad()
+def norms(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> dict[str, float]:
+    """Euclidean norms of all parameters (model_norm) and of the last mini-batch gradient of the
+    epoch (grad_norm), as the optimizer-benchmark records define them; one host sync."""
+    model_norm = torch.stack(torch._foreach_norm(list(params))).norm()
+    grad_norm = (torch.stack(torch._foreach_norm(list(grads))).norm() if grads
+                 else model_norm * 0)
+    model_norm, grad_norm = torch.stack([model_norm, grad_norm]).float().tolist()
+    return {"model_norm": model_norm, "grad_norm": grad_norm}
 
 
 def load_state(module: nn.Module, state: State) -> None:

@@ -23,6 +23,9 @@ from types import TracebackType
 from typing import Any
 
 LOCK = "run.lock"
+# Seconds a job waits for a run directory that another process holds (tune.yaml sets it: two
+# trials with the same parameters share one run, and the second reuses the first's result).
+LOCK_WAIT_ENV = "TRAINKIT_LOCK_WAIT_S"
 HEARTBEAT_S = 30.0
 STALE_S = 180.0  # > HEARTBEAT_S plus NFS attribute caching (up to 60 s) and clock skew
 _BREAKER_STALE_S = 30.0  # a take-over that took longer than this died half-way

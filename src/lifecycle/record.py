@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,54 @@ from src.core.files import (
     rewrite,
 )
 from src.core.keys import neutral
+
+# Whose work this thread is doing where one process runs many runs (stacked runs): a run's
+# lines go to its own log file only, and to the console only if they warn; the lines of their
+# shared work (SHARED) go to the console only. Outside such a process (None) lines go everywhere.
+SHARED = "shared"
+_RUN: ContextVar[Path | str | None] = ContextVar("trainkit_run", default=None)
+
+
+@contextmanager
+def logging_for(run_dir: Path | None) -> Iterator[None]:
+    """Log lines in this block belong to the run in `run_dir` (None: to the shared work)."""
+    token = _RUN.set(SHARED if run_dir is None else Path(run_dir).resolve())
+    try:
+        yield
+    finally:
+        _RUN.reset(token)
+
+
+class OwnLines(logging.Filter):
+    """A run's log file takes the lines of its own run and those of no run in particular."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        run = _RUN.get()
+        return run is None or run == self.run_dir
+
+
+class QuietRuns(logging.Filter):
+    """The console of many runs at once: their warnings and errors, not their progress."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _RUN.get() in (None, SHARED) or record.levelno >= logging.WARNING
+
+
+@contextmanager
+def quiet_runs() -> Iterator[None]:
+    """Within this block, the console shows no run's info lines (QuietRuns)."""
+    quiet, handlers = QuietRuns(), list(logging.getLogger().handlers)
+    for h in handlers:
+        h.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(quiet)
 
 
 class JobRecord:
@@ -51,6 +102,7 @@ class JobRecord:
         self.handler = logging.FileHandler(self.run_dir / f"{self.hydra_cfg.job.name}.log")
         self.handler.setFormatter(logging.Formatter(
             "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        self.handler.addFilter(OwnLines(self.run_dir))
         logging.getLogger().addHandler(self.handler)
 
     def close(self) -> None:
@@ -69,13 +121,17 @@ KEY_HPARAMS = ("optimizer.lr", "optimizer.weight_decay", "optimizer.momentum", "
 _ABSENT = object()
 
 
-def hparams_of(cfg: DictConfig) -> dict[str, bool | int | float | str]:
+def hparams_of(cfg: DictConfig,
+               hydra_cfg: DictConfig | None = None) -> dict[str, bool | int | float | str]:
     """The hyperparameters a run is compared by: `<group>` = chosen option, then the keys its
-    command line set and KEY_HPARAMS, as scalars (lists and None as text)."""
+    command line set and KEY_HPARAMS, as scalars (lists and None as text).
+
+    hydra_cfg: the job's Hydra config (its record's); None: this process's, if any."""
     hp: dict[str, bool | int | float | str] = {}
     keys = list(KEY_HPARAMS)
-    if HydraConfig.initialized():
+    if hydra_cfg is None and HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
+    if hydra_cfg is not None:
         for group in GROUPS:
             choice = hydra_cfg.runtime.choices.get(group)
             if choice is not None:
@@ -162,7 +218,8 @@ class RunLog:
             if key != "step" and isinstance(value, int | float):
                 self.scalar(f"{group}/{key}", float(value), record["step"])
 
-    def hparams(self, cfg: DictConfig, metrics: dict[str, float], status: str) -> None:
+    def hparams(self, cfg: DictConfig, metrics: dict[str, float], status: str,
+                hydra_cfg: DictConfig | None = None) -> None:
         """Record the run in TensorBoard's HPARAMS tab: the option chosen in each config group,
         the settings its command line set and the key hyperparameters (lists as text), its
         final metrics, and its status (a diverged or failed run is not shown as a success)."""
@@ -170,7 +227,7 @@ class RunLog:
             return
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-        hp = hparams_of(cfg)
+        hp = hparams_of(cfg, hydra_cfg)
         hp["status"] = status
         mt = {f"hparam/{k}": v for k, v in metrics.items()
               if isinstance(v, int | float) and math.isfinite(v)}

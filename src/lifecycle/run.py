@@ -132,15 +132,40 @@ class Lifecycle:
         log.info("resuming %s from its checkpoint (step %d)", self.run_dir, step)
         return step
 
+    def saver(self, task: Task) -> Callable[..., None]:
+        """`save(*also)` for `task`: its checkpoint now (also: more paths for the same payload)."""
+
+        def save(*also: Path) -> None:
+            self.save(task.state_dict(), *also)
+        return save
+
     def execute(self, build: Callable[[dict | None], Task]) -> Result:
         """Reuse, or build (given the checkpoint it will resume from, or None), resume, train
         and summarise the run."""
-        t_start, started_at = time.perf_counter(), time.time()
+        task = self.begin(build)
+        if task is None:
+            return self.reused
+        try:
+            try:
+                outcome = task.train(self.run_log, self.saver(task))
+            except Diverged as e:
+                log.warning("diverged: %s", e)
+                outcome = Outcome("diverged", error=str(e))
+        except BaseException as e:  # record why the run stopped, then let it propagate
+            self.abort(task, e)
+            raise
+        return self.end(task, outcome)
+
+    def begin(self, build: Callable[[dict | None], Task]) -> Task | None:
+        """Everything before training: None if the run finished before (`self.reused` holds
+        its result), else its task, built, resumed and with its records open."""
+        self.t_start, self.started_at = time.perf_counter(), time.time()
         done = self.finished()
         if done is not None:
             objective = (reused_objective(done, self.objective_name)
                          if self.objective_name is not None else None)
-            return Result(objective, done, reused=True)
+            self.reused = Result(objective, done, reused=True)
+            return None
         ckpt = self.checkpoint()
         task = build(ckpt)
         step = self.restore(task, ckpt) if ckpt is not None else 0
@@ -149,28 +174,24 @@ class Lifecycle:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_log = RunLog(self.run_dir, self.tensorboard, self.history, step,
                               write=self.write)
-        summary: dict[str, Any] = {"config_digest": self.digest, **task.facts()}
+        self.summary: dict[str, Any] = {"config_digest": self.digest, **task.facts()}
         if self.objective_name is not None:
-            summary.update(host=socket.gethostname(), pid=os.getpid(), versions=versions())
+            self.summary.update(host=socket.gethostname(), pid=os.getpid(), versions=versions())
+        return task
 
-        def save(*also: Path) -> None:
-            self.save(task.state_dict(), *also)
+    def abort(self, task: Task, e: BaseException) -> None:
+        """The run stopped on `e` (Ctrl-C: interrupted; else failed): its summary says why."""
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        self.summary.update(status=status, metrics={}, objective=None, error=one_line(e),
+                            **task.progress())
+        if self.objective_name is not None:
+            self.close(self.summary)
+        else:  # a cell leaves no result: its experiment's summary records why
+            self.run_log.close()
 
-        try:
-            try:
-                outcome = task.train(self.run_log, save)
-            except Diverged as e:
-                log.warning("diverged: %s", e)
-                outcome = Outcome("diverged", error=str(e))
-        except BaseException as e:  # record why the run stopped, then let it propagate
-            status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            summary.update(status=status, metrics={}, objective=None, error=one_line(e),
-                           **task.progress())
-            if self.objective_name is not None:
-                self.close(summary)
-            else:  # a cell leaves no result: its experiment's summary records why
-                self.run_log.close()
-            raise
+    def end(self, task: Task, outcome: Outcome) -> Result:
+        """The summary of a run that trained to its end (or diverged)."""
+        summary = self.summary
         summary["status"] = outcome.status
         if self.objective_name is not None:
             objective = outcome.objective
@@ -186,8 +207,8 @@ class Lifecycle:
             summary["error"] = outcome.error
         summary.update(**task.progress(), **outcome.fields)
         if self.objective_name is not None:
-            summary.update(total_s=time.perf_counter() - t_start, started_at=started_at,
-                           finished_at=time.time())
+            summary.update(total_s=time.perf_counter() - self.t_start,
+                           started_at=self.started_at, finished_at=time.time())
         self.close(summary)
         if self.objective_name is not None:
             log.info("%s: %s = %s", outcome.status, self.objective_name, summary["objective"])
@@ -198,5 +219,6 @@ class Lifecycle:
         if self.write:
             write_json_atomic(self.result, summary)
         if self.cfg is not None and self.objective_name is not None:
-            self.run_log.hparams(self.cfg, summary.get("metrics", {}), summary["status"])
+            self.run_log.hparams(self.cfg, summary.get("metrics", {}), summary["status"],
+                                 self.record.hydra_cfg if self.record is not None else None)
         self.run_log.close()

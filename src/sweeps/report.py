@@ -6,13 +6,20 @@ returns, so a sweep with a failed job exits non-zero while its other jobs still 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from hydra.core.utils import JobReturn
 
 from src.core.errors import one_line
+from src.core.files import RUN_FILES, SUMMARY, write_json_atomic
+from src.lifecycle.lock import RunDirBusy
+from src.lifecycle.record import JobRecord
+
+log = logging.getLogger(__name__)
 
 ORDER = ("completed", "diverged", "failed", "busy")
 LABEL = {"busy": "in use by another process"}
@@ -29,6 +36,29 @@ class JobResult:
 
     def __float__(self) -> float:
         return math.nan if self.objective is None else float(self.objective)
+
+
+def record_failure(run_dir: Path, record: JobRecord, reason: str) -> None:
+    """Leave a sweep job's failure in its run directory, unless that directory holds a run
+    (then the runner has recorded it, or the run is someone's earlier result: left untouched)."""
+    if any((run_dir / name).exists() for name in RUN_FILES):
+        return
+    record.start()
+    write_json_atomic(run_dir / SUMMARY, {"status": "failed", "error": reason, "objective": None,
+                                          "metrics": {}})
+
+
+def sweep_failure(e: BaseException, run_dir: Path, record: JobRecord | None) -> JobResult:
+    """What a sweep job that raised `e` returns (busy: another process holds its directory;
+    else failed, recorded in its directory), with its one line in the log."""
+    if isinstance(e, RunDirBusy):
+        status = "busy"
+    else:
+        status = "failed"
+        if record is not None:
+            record_failure(run_dir, record, one_line(e))
+    log.error("job in %s %s: %s", run_dir, status, one_line(e))
+    return JobResult(status, None, str(run_dir), one_line(e))
 
 
 def outcome(ret: JobReturn) -> JobResult:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from src.averaging.ema import EMA, ema_name
@@ -19,7 +20,7 @@ from src.core.build import build
 from src.core.errors import ConfigError
 from src.core.files import kept_checkpoint
 from src.core.keys import RAW, SPLITS, metric_prefix, split_metrics
-from src.data.bundle import build_data
+from src.data.bundle import DataBundle, build_data
 from src.engine import distributed
 from src.engine.evaluation import final_and_best
 from src.engine.fast_path import FastPath
@@ -49,10 +50,15 @@ def history_keys(cfg: DictConfig) -> set[str]:
 
 
 def feature_types(cfg: DictConfig) -> list[type[Feature]]:
-    """The kinds of feature a run of this config trains with (see Classify.features)."""
+    """The kinds of feature a run of this config trains with, in the order they act after a
+    step: Classify.features builds these, and history_keys reads their keys."""
     kinds: list[type[Feature]] = []
+    if cfg.averaging.decays:
+        kinds.append(Averages)
     if cfg.compression.get("compressor") is not None:
         kinds.append(ExchangeStats)
+    if getattr(get_class(cfg.optimizer._target_), "needs_loss", False):  # Momo, ProxSPS
+        kinds.append(StepSizes)
     if cfg.trainer.track_samples:
         kinds.append(SampleTracking)
     return kinds
@@ -96,7 +102,8 @@ class Classify:
     """One classify run's parts, built from its config (the lifecycle's Task)."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, dist: distributed.Dist,
-                 device: torch.device) -> None:
+                 device: torch.device, data: DataBundle | None = None) -> None:
+        """data: the dataset's views, when runs of one dataset share them (stacked runs)."""
         self.cfg, self.run_dir, self.dist, self.device = cfg, run_dir, dist, device
         # init_seed fixes the initial weights across seeds (the optimizer records); data order,
         # augmentation and dropout follow `seed` (the trainer's epoch_seed).
@@ -104,8 +111,10 @@ class Classify:
         torch.manual_seed(cfg.seed if init_seed is None else init_seed)
         # workers > 1 without compression: averaging W per-worker gradients of B samples is one
         # step on W*B samples.
-        self.data = data = build_data(cfg.dataset, cfg.batch_size * cfg.workers,
-                                      cfg.trainer.eval_batch_size, device)
+        if data is None:
+            data = build_data(cfg.dataset, cfg.batch_size * cfg.workers,
+                              cfg.trainer.eval_batch_size, device)
+        self.data = data
         model = build(cfg.model, input_shape=data.input_shape,
                       num_classes=data.num_classes).to(device)
         exchange = build_exchange(cfg.compression)
@@ -131,18 +140,16 @@ class Classify:
         self.state = TrainState()
 
     def features(self, steps: int) -> list[Feature]:
-        """In the order they act after a step; see feature_types for what the history gets."""
-        parts, out = self.parts, []
-        if self.ema is not None:
-            out.append(Averages(self.ema))
-        if parts.exchange is not None:
-            out.append(ExchangeStats(parts.exchange, self.cfg.workers))
-        if getattr(parts.optimizer, "needs_loss", False):
-            out.append(StepSizes(parts.optimizer, steps, self.device))
-        if self.cfg.trainer.track_samples:
-            out.append(SampleTracking(self.run_dir, self.cfg.trainer.track_splits,
-                                      write=self.dist.is_main))
-        return out
+        """Those of feature_types(cfg), built on this run's parts."""
+        parts, cfg = self.parts, self.cfg
+        make: dict[type[Feature], Callable[[], Feature]] = {
+            Averages: lambda: Averages(self.ema),
+            ExchangeStats: lambda: ExchangeStats(parts.exchange, cfg.workers),
+            StepSizes: lambda: StepSizes(parts.optimizer, steps, self.device),
+            SampleTracking: lambda: SampleTracking(self.run_dir, cfg.trainer.track_splits,
+                                                   write=self.dist.is_main),
+        }
+        return [make[kind]() for kind in feature_types(cfg)]
 
     def facts(self) -> dict[str, Any]:
         cfg, ex = self.cfg, self.parts.exchange
@@ -186,8 +193,9 @@ class Classify:
         self.state.load_state_dict(ckpt, self.device)
         return self.state.step
 
-    def train(self, run_log: RunLog, save: Callable[..., None]) -> Outcome:
-        cfg, ex = self.cfg, self.parts.exchange
+    def trainer(self, run_log: RunLog, save: Callable[..., None]) -> Trainer:
+        """The run's trainer: its records go to `run_log`; `save` checkpoints at epoch ends."""
+        cfg = self.cfg
         keep_epochs = cfg.trainer.get("keep_epochs", ())  # e.g. pruning's rewind point
 
         def on_epoch_end(s: TrainState) -> None:
@@ -198,9 +206,17 @@ class Classify:
         settings = TrainerSettings.from_config(cfg.trainer, epochs=cfg.epochs,
                                                batch_size=cfg.batch_size, seed=cfg.seed,
                                                workers=cfg.workers)
-        trainer = Trainer(self.parts, self.data, settings, run_log, on_epoch_end,
-                          self.features(len(self.data.train)), self.dist)
+        return Trainer(self.parts, self.data, settings, run_log, on_epoch_end,
+                       self.features(len(self.data.train)), self.dist)
+
+    def train(self, run_log: RunLog, save: Callable[..., None]) -> Outcome:
+        trainer = self.trainer(run_log, save)
         trainer.fit(self.state)
+        return self.conclude(trainer)
+
+    def conclude(self, trainer: Trainer) -> Outcome:
+        """After the last epoch: every model's final and best states on every split."""
+        ex = self.parts.exchange
         fields: dict[str, Any] = {}
         if ex is not None and self.dist.enabled:
             fields["compression"] = {**self.compression, "bytes_sent_by_rank0": ex.bytes_sent}
@@ -217,6 +233,13 @@ class Classify:
         return Outcome("completed", metrics, fields)
 
 
+def lifecycle(cfg: DictConfig, run_dir: Path, record: JobRecord | None,
+              write: bool = True) -> Lifecycle:
+    """The lifecycle of the classify run `cfg` in `run_dir`."""
+    return Lifecycle(Path(run_dir), config_digest(cfg), cfg.objective, cfg=cfg, record=record,
+                     tensorboard=cfg.trainer.tensorboard, write=write)
+
+
 def run(cfg: DictConfig, run_dir: Path, record: JobRecord | None = None) -> float:
     """Train the run described by `cfg` in `run_dir` and return its objective.
 
@@ -231,8 +254,7 @@ def run(cfg: DictConfig, run_dir: Path, record: JobRecord | None = None) -> floa
                  cfg.workers)
         cfg.workers = dist.world
     run_dir = Path(run_dir)
-    life = Lifecycle(run_dir, config_digest(cfg), cfg.objective, cfg=cfg, record=record,
-                     tensorboard=cfg.trainer.tensorboard, write=dist.is_main)
+    life = lifecycle(cfg, run_dir, record, write=dist.is_main)
     result = life.execute(lambda ckpt: Classify(cfg, run_dir, dist, device))
     metrics = result.summary.get("metrics") or {}
     if metrics and not result.reused:

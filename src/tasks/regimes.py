@@ -136,20 +136,34 @@ class Batches:
         progress.pos += self.bs
         return idx
 
+    def block(self, progress: Progress, steps: int) -> Tensor:
+        """The next `steps` batches as a (steps, bs) tensor: what `steps` calls of next draw."""
+        rows, left = [], steps
+        while left:
+            if progress.perm is None or progress.pos + self.bs > self.n:
+                progress.perm, progress.pos = torch.randperm(self.n, generator=self.gen), 0
+                progress.generator = self.gen.get_state()
+            take = min(left, (self.n - progress.pos) // self.bs)
+            rows.append(progress.perm[progress.pos:progress.pos + take * self.bs]
+                        .view(take, self.bs))
+            progress.pos += take * self.bs
+            left -= take
+        return torch.cat(rows)
+
 
 class Regimes:
     """One regimes run's parts, built from its config (the lifecycle's Task)."""
 
-    def __init__(self, cfg: DictConfig, device: torch.device) -> None:
+    def __init__(self, cfg: DictConfig, device: torch.device,
+                 data: BinaryData | None = None) -> None:
+        """data: the dataset (Regimes.build_data), when runs of one dataset share it."""
         task, ds = cfg.task, cfg.dataset
         self.cfg, self.task, self.device = cfg, task, device
         self.dtype = dtype = DTYPES[task.dtype]
         self.phi = build_loss(task)
-        self.ptr = ptr = ds.ptr if ds.train_limit is None else min(ds.ptr, ds.train_limit)
-        self.pte = ds.pte if ds.eval_limit is None else min(ds.pte, ds.eval_limit)
-        self.data: BinaryData = build(ds.source, ptr=ptr, pte=self.pte,
-                                      seed_train=ds.seed_train,
-                                      seed_test=ds.seed_test).to(device, dtype)
+        ptr, pte = sizes(ds)
+        self.ptr, self.pte = ptr, pte
+        self.data = data if data is not None else self.build_data(cfg, device)
         torch.manual_seed(cfg.seed)
         self.model = model = build(cfg.model, input_shape=self.data.input_shape,
                                    num_classes=1).to(device, dtype)
@@ -160,14 +174,19 @@ class Regimes:
         self.width = getattr(model, "width", 1)
         self.dt, self.temp = step_size(task.dt, task.temp, bs, self.width)
         self.steps_per_epoch = ptr // bs
-        self.max_step = cfg.epochs * self.steps_per_epoch
-        if task.max_step is not None:
-            self.max_step = min(self.max_step, task.max_step)
+        self.max_step = step_budget(cfg)
         self.w0 = {k: v.detach().clone() for k, v in model.named_parameters()}
         self.progress_, self.k0 = Progress(), None
         self.batches = Batches(ptr, bs, cfg.seed + 1_000_003)
         self.noise = torch.Generator(device).manual_seed(cfg.seed + 2_000_003)
-        self.stop: str | None = None
+
+    @staticmethod
+    def build_data(cfg: DictConfig, device: torch.device) -> BinaryData:
+        """The run's training and test points, on `device` in the run's dtype."""
+        ds = cfg.dataset
+        ptr, pte = sizes(ds)
+        return build(ds.source, ptr=ptr, pte=pte, seed_train=ds.seed_train,
+                     seed_test=ds.seed_test).to(device, DTYPES[cfg.task.dtype])
 
     def facts(self) -> dict[str, Any]:
         cfg, task = self.cfg, self.task
@@ -206,47 +225,86 @@ class Regimes:
             self.noise.set_state(p.noise)
         return p.step
 
-    def train(self, run_log: RunLog, save: Callable[..., None]) -> Outcome:
-        cfg, task, data, model = self.cfg, self.task, self.data, self.model
-        progress, phi, dt, bs, ptr = self.progress_, self.phi, self.dt, self.bs, self.ptr
-        max_step, steps_per_epoch = self.max_step, self.steps_per_epoch
-        eval_every = task.eval_every or max(1, steps_per_epoch // 2)
+    def prepare(self) -> None:
+        """What training needs beside the parts: the initial outputs f0, the gradient, the
+        checkpoint ladders (after a resume: the step budget is known)."""
+        cfg, task, model, data = self.cfg, self.task, self.model, self.data
+        self.eval_every = task.eval_every or max(1, self.steps_per_epoch // 2)
         with torch.no_grad():
-            f0_train = functional_output(model, self.w0, data.train_x)
-            f0_test = functional_output(model, self.w0, data.test_x)
+            self.f0_train = functional_output(model, self.w0, data.train_x)
+            self.f0_test = functional_output(model, self.w0, data.test_x)
+        self.loss_points = loss_ladder(1.0 / task.alpha, task.ckpt_loss_points,
+                                       task.ckpt_loss_floor)
+        self.step_points = step_ladder(task.ckpt_step_points, self.max_step)
+        self.n_grad = min(task.ckpt_grad_stats, self.ptr)
+        # The teacher of teacher_student is e_1: the perceptron's weights are measured against it.
+        self.aligned = isinstance(model, Perceptron) and cfg.dataset.name == "teacher_student"
+
+    def measure(self, train_pred: Tensor) -> dict[str, Any]:
+        """The record of one checkpoint: the split statistics, norms and observables."""
+        task, data, model, progress = self.task, self.data, self.model, self.progress_
+        with torch.no_grad():
+            test_pred = model(data.test_x).squeeze(1) - self.f0_test
+        record: dict[str, Any] = {"step": progress.step, "t": progress.step * self.dt,
+                                  "epoch": progress.step / self.steps_per_epoch,
+                                  "wall_s": progress.wall_s}
+        record.update({f"train_{k}": v for k, v in split_stats(
+            train_pred, data.train_y, task.alpha, self.phi).items()})
+        record.update({f"test_{k}": v for k, v in split_stats(
+            test_pred, data.test_y, task.alpha, self.phi).items()})
+        record.update(weight_norms(model, self.w0))
+        if self.aligned:
+            record.update(alignment(model.weight, self.w0["weight"], data.train_x,
+                                    data.train_y, train_pred, task.alpha))
+        if self.n_grad > 0:
+            n = self.n_grad
+            stats, kernel = ntk_stats(model, data.train_x[:n], data.train_y[:n],
+                                      train_pred[:n], task.alpha, self.phi, self.k0)
+            self.k0 = kernel if self.k0 is None else self.k0
+            record.update(stats)
+        return record
+
+    def observe(self, run_log: RunLog, train_pred: Tensor, train_loss: float,
+                min_z: float) -> str | None:
+        """At an evaluation point (the model's training-set predictions, mean loss and least
+        margin): record the checkpoints due; returns why training stops now, or None."""
+        progress, losses, steps = self.progress_, self.loss_points, self.step_points
+        stop = stop_reason(train_loss, min_z, progress.step, self.max_step, progress.wall_s,
+                           self.task)
+        due = progress.step == 0 or stop is not None
+        while progress.next_loss < len(losses) and train_loss <= losses[progress.next_loss]:
+            progress.next_loss, due = progress.next_loss + 1, True
+        while progress.next_step < len(steps) and progress.step >= steps[progress.next_step]:
+            progress.next_step, due = progress.next_step + 1, True
+        if due and not (run_log.history and run_log.history[-1]["step"] == progress.step):
+            record = self.measure(train_pred)
+            run_log.append(record)
+            log.info("step %d t=%.4g train_loss*alpha=%.4g nd=%d test_err=%.4f",
+                     record["step"], record["t"], record["train_aloss"], record["train_nd"],
+                     record["test_err"])
+        return stop
+
+    def stretch(self) -> int:
+        """Steps until the next evaluation point."""
+        return min(self.eval_every, self.max_step - self.progress_.step)
+
+    def outcome(self, run_log: RunLog, stop: str) -> Outcome:
+        final = run_log.history[-1]
+        metrics = {k: final[k] for k in metric_names()}
+        log.info("%s after %d steps", stop, self.progress_.step)
+        return Outcome("diverged" if stop == "diverged" else "completed", metrics,
+                       {"stop_reason": stop, "checkpoints": len(run_log.history)})
+
+    def train(self, run_log: RunLog, save: Callable[..., None]) -> Outcome:
+        self.prepare()
+        task, data, model, progress = self.task, self.data, self.model, self.progress_
+        phi, dt, bs, ptr = self.phi, self.dt, self.bs, self.ptr
         params = list(model.parameters())
         sde = task.dynamics == "gd_sde"
         gradient = (sde_gradient(model, phi, task.alpha, bs) if sde
                     else loss_gradient(model, phi, task.alpha, task.compile))
-        losses = loss_ladder(1.0 / task.alpha, task.ckpt_loss_points, task.ckpt_loss_floor)
-        steps = step_ladder(task.ckpt_step_points, max_step)
-        n_grad = min(task.ckpt_grad_stats, ptr)
-        # The teacher of teacher_student is e_1: the perceptron's weights are measured against it.
-        aligned = isinstance(model, Perceptron) and cfg.dataset.name == "teacher_student"
-
-        def measure(train_pred: Tensor) -> dict[str, Any]:
-            with torch.no_grad():
-                test_pred = model(data.test_x).squeeze(1) - f0_test
-            record: dict[str, Any] = {"step": progress.step, "t": progress.step * dt,
-                                      "epoch": progress.step / steps_per_epoch,
-                                      "wall_s": progress.wall_s}
-            record.update({f"train_{k}": v for k, v in split_stats(
-                train_pred, data.train_y, task.alpha, phi).items()})
-            record.update({f"test_{k}": v for k, v in split_stats(
-                test_pred, data.test_y, task.alpha, phi).items()})
-            record.update(weight_norms(model, self.w0))
-            if aligned:
-                record.update(alignment(model.weight, self.w0["weight"], data.train_x,
-                                        data.train_y, train_pred, task.alpha))
-            if n_grad > 0:
-                stats, kernel = ntk_stats(model, data.train_x[:n_grad], data.train_y[:n_grad],
-                                          train_pred[:n_grad], task.alpha, phi, self.k0)
-                self.k0 = kernel if self.k0 is None else self.k0
-                record.update(stats)
-            return record
-
-        stop, last_save = None, time.perf_counter()
-        t_mark = time.perf_counter()
+        f0_train = self.f0_train
+        last_save = t_mark = time.perf_counter()
         while True:
             with torch.no_grad():
                 train_pred = model(data.train_x).squeeze(1) - f0_train
@@ -254,25 +312,13 @@ class Regimes:
                 min_z = float((task.alpha * data.train_y * train_pred).min())
             progress.wall_s += time.perf_counter() - t_mark
             t_mark = time.perf_counter()
-            stop = stop_reason(train_loss, min_z, progress.step, max_step, progress.wall_s,
-                               task)
-            due = progress.step == 0 or stop is not None
-            while progress.next_loss < len(losses) and train_loss <= losses[progress.next_loss]:
-                progress.next_loss, due = progress.next_loss + 1, True
-            while progress.next_step < len(steps) and progress.step >= steps[progress.next_step]:
-                progress.next_step, due = progress.next_step + 1, True
-            if due and not (run_log.history and run_log.history[-1]["step"] == progress.step):
-                record = measure(train_pred)
-                run_log.append(record)
-                log.info("step %d t=%.4g train_loss*alpha=%.4g nd=%d test_err=%.4f",
-                         record["step"], record["t"], record["train_aloss"],
-                         record["train_nd"], record["test_err"])
+            stop = self.observe(run_log, train_pred, train_loss, min_z)
             if stop is not None:
                 break
             if time.perf_counter() - last_save > task.save_every_s:
                 save()
                 last_save = time.perf_counter()
-            for _ in range(min(eval_every, max_step - progress.step)):
+            for _ in range(self.stretch()):
                 if sde:
                     xi = torch.randn(ptr, generator=self.noise, device=self.device,
                                      dtype=self.dtype)
@@ -284,20 +330,34 @@ class Regimes:
                     torch._foreach_add_(params, grads, alpha=-dt)  # plain SGD: w -= dt * grad
                 progress.step += 1
         save()
-        final = run_log.history[-1]
-        metrics = {k: final[k] for k in metric_names()}
-        log.info("%s after %d steps", stop, progress.step)
-        return Outcome("diverged" if stop == "diverged" else "completed", metrics,
-                       {"stop_reason": stop, "checkpoints": len(run_log.history)})
+        return self.outcome(run_log, stop)
+
+
+def step_budget(cfg: DictConfig) -> int:
+    """The most steps a run of `cfg` takes: epochs passes, or task.max_step if fewer."""
+    ptr, _ = sizes(cfg.dataset)
+    steps = cfg.epochs * (ptr // (ptr if cfg.batch_size is None else cfg.batch_size))
+    return steps if cfg.task.max_step is None else min(steps, cfg.task.max_step)
+
+
+def sizes(ds: DictConfig) -> tuple[int, int]:
+    """(training points, test points) of a binary dataset config, debug limits applied."""
+    ptr = ds.ptr if ds.train_limit is None else min(ds.ptr, ds.train_limit)
+    pte = ds.pte if ds.eval_limit is None else min(ds.pte, ds.eval_limit)
+    return ptr, pte
+
+
+def lifecycle(cfg: DictConfig, run_dir: Path, record: JobRecord | None) -> Lifecycle:
+    """The lifecycle of the regimes run `cfg` in `run_dir`."""
+    return Lifecycle(Path(run_dir), config_digest(cfg), cfg.objective, cfg=cfg, record=record,
+                     tensorboard=cfg.trainer.tensorboard)
 
 
 def run(cfg: DictConfig, run_dir: Path, record: JobRecord | None = None) -> float:
     """Train one regimes run in `run_dir` and return its objective (see module docstring)."""
     check_config(cfg)
     device = resolve_device(cfg.device)
-    life = Lifecycle(Path(run_dir), config_digest(cfg), cfg.objective, cfg=cfg, record=record,
-                     tensorboard=cfg.trainer.tensorboard)
-    return life.execute(lambda ckpt: Regimes(cfg, device)).objective
+    return lifecycle(cfg, run_dir, record).execute(lambda ckpt: Regimes(cfg, device)).objective
 
 
 def build_loss(task: DictConfig) -> Any:

@@ -15,56 +15,13 @@ import numpy as np
 import pytest
 import yaml
 
-from src.analysis import labels
-from src.analysis.figures import Options, draw
 from src.analysis.grouping import check_pooled, distinguishing_keys
-from src.analysis.runs import find_runs, runs_frame
-from src.cli.entry import quote_paths, run_name
+from src.analysis.runs import find_runs
+from src.cli.entry import run_name
 from src.core.errors import ConfigError
 from tests.helpers import mixed_runs
+from tests.helpers.fake_runs import sgd
 from tests.helpers.runs import ROOT, run_script
-
-
-def fake_run(root: Path, name: str, config: dict, choices: dict, overrides: list[str],
-             status: str = "completed", metrics: dict | None = None,
-             history: list[dict] | None = None) -> Path:
-    """A run directory as train.py leaves it, written by hand."""
-    path = root / name
-    (path / ".hydra").mkdir(parents=True)
-    (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    (path / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
-        {"hydra": {"runtime": {"choices": choices}}}))
-    (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    history = history if history is not None else [
-        {"epoch": e, "step": 10 * e, "val_acc": 0.5 + 0.1 * e, "val_loss": 1.0 / e}
-        for e in (1, 2, 3)]
-    (path / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
-    (path / "summary.json").write_text(json.dumps(
-        {"status": status, "metrics": metrics if metrics is not None else
-         {"val_acc": history[-1]["val_acc"] if history else None}}))
-    return path
-
-
-def sgd(root: Path, lr: float, seed: int, **kw) -> Path:
-    config = {"seed": seed, "epochs": 3, "trainer": {"progress": seed % 2 == 0},
-              "data_dir": f"/data/{seed}", "optimizer": {"_target_": "torch.optim.SGD", "lr": lr}}
-    config.update(kw.pop("config", {}))
-    return fake_run(root, f"optimizer.lr={lr},seed={seed}", config,
-                    {"optimizer": "sgd", "dataset": kw.pop("dataset", "digits")},
-                    [f"optimizer.lr={lr}", f"seed={seed}"], **kw)
-
-
-# -- grouping ---------------------------------------------------------------------------------
-
-
-def test_runs_that_differ_only_in_seed_and_neutral_settings_are_one_setting(tmp_path):
-    for seed in (0, 1):  # trainer.progress and data_dir differ too: they change no result
-        sgd(tmp_path, 0.1, seed)
-    runs = find_runs(tmp_path)
-    assert distinguishing_keys(runs) == []
-    (series,) = json.loads(draw("curves", runs, Options(), tmp_path / "out").paths[2]
-                           .read_text())["series"]
-    assert series["label"] == "all runs" and series["n"] == [2, 2, 2]
 
 
 def test_a_setting_nobody_grouped_by_is_never_pooled_as_a_seed(tmp_path):
@@ -81,22 +38,6 @@ def test_a_setting_nobody_grouped_by_is_never_pooled_as_a_seed(tmp_path):
     assert not (tmp_path / "out").exists()  # a refusal writes nothing
 
 
-def test_runs_of_another_kind_are_drawn_apart_not_dropped(tmp_path):
-    """A regimes run has none of the optimizer keys: the curves of the others are still drawn
-    and it is left out with its reason, never silently."""
-    sgd(tmp_path, 0.1, 0)
-    sgd(tmp_path, 1.0, 0)
-    fake_run(tmp_path, "task=regimes", {"seed": 0, "task": {"alpha": 1.0}},
-             {"task": "regimes"}, ["task=regimes"],
-             history=[{"step": 1, "train_err": 0.1}], metrics={"test_err": 0.1})
-    result = draw("curves", find_runs(tmp_path), Options(), tmp_path / "out")
-    data = json.loads(result.paths[2].read_text())
-    assert [s["label"] for s in data["series"]] == ["lr=0.1", "lr=1"]
-    assert data["left_out"] == [{"run": str(tmp_path / "task=regimes"),
-                                 "reason": "no val_acc in its history.jsonl"}]
-    assert any("no val_acc" in note for note in result.notes)
-
-
 def test_a_figure_with_nothing_to_draw_is_an_error_not_an_empty_file(tmp_path):
     sgd(tmp_path, 0.1, 0)
     for args, says in ((["figure=curves", "metric=ema_0.99/val_acc"], "in no run's history"),
@@ -109,91 +50,6 @@ def test_a_figure_with_nothing_to_draw_is_an_error_not_an_empty_file(tmp_path):
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
         assert says in proc.stderr
     assert not (tmp_path / "o").exists()
-
-
-def test_a_half_written_last_history_line_is_left_out(tmp_path, caplog):
-    path = sgd(tmp_path, 0.1, 0)
-    with open(path / "history.jsonl", "a") as f:
-        f.write('{"epoch": 4, "val_a')  # killed while writing
-    (run,) = find_runs(tmp_path)
-    assert [r["epoch"] for r in run.history] == [1, 2, 3]
-    assert "incomplete" in caplog.text
-    (path / "history.jsonl").write_text('{"epoch": 1}\nnot json\n{"epoch": 3}\n')
-    with pytest.raises(ConfigError, match="line 2 is not JSON"):
-        find_runs(tmp_path)
-
-
-# -- labels and marks -------------------------------------------------------------------------
-
-
-def test_the_label_table_speaks_human():
-    assert labels.metric_label("ema_0.99/val_acc") == "EMA 0.99, validation accuracy (%)"
-    assert labels.metric_label("val_acc") == labels.metric_label("val_score")
-    assert labels.metric_label("test_loss") == "Test loss (nats)"
-    assert labels.metric_label("best/test_acc") == "Test accuracy at the best epoch (%)"
-    assert labels.metric_label("train_err") == "Training error (%)"
-    assert labels.setting_label("optimizer.lr", 0.1) == "lr=0.1"
-    assert labels.setting_label("choice.optimizer", "momentum") == "optimizer=momentum"
-    low, high = labels.clip("val_acc", np.array([-5.0, 50.0]), np.array([60.0, 104.0]))
-    assert low.tolist() == [0.0, 50.0] and high.tolist() == [60.0, 100.0]
-    assert labels.higher_is_better("val_acc") and not labels.higher_is_better("val_loss")
-
-
-@pytest.mark.parametrize(("metric", "edge"), [("val_acc", "bottom"), ("val_loss", "top")])
-def test_diverged_runs_are_marks_at_the_worst_edge_never_values(tmp_path, metric, edge):
-    for lr in (0.01, 0.1):
-        sgd(tmp_path, lr, 0, metrics={"val_acc": 0.9, "val_loss": 0.3})
-    sgd(tmp_path, 100.0, 0, status="diverged", metrics={}, history=[])
-    result = draw("lr_stability", find_runs(tmp_path), Options(metric=metric), tmp_path)
-    data = json.loads(result.paths[2].read_text())
-    (series,) = data["series"]
-    assert series["x"] == [0.01, 0.1]  # lr 100 is not a point of the curve
-    assert [(m["status"], m["x"]) for m in data["marks"]] == [("diverged", 100.0)]
-    assert any(f"at the {edge} edge" in note for note in result.notes)
-
-
-def test_bands_stay_inside_the_metrics_range(tmp_path):
-    for seed, acc in enumerate((0.99, 0.60)):
-        sgd(tmp_path, 0.1, seed, history=[{"epoch": 1, "step": 1, "val_acc": acc}])
-    (series,) = json.loads(draw("curves", find_runs(tmp_path), Options(), tmp_path).paths[2]
-                           .read_text())["series"]
-    assert series["mean"][0] + series["std"][0] > 100  # the raw band would leave [0, 100] %
-    assert series["high"] == [100.0] and series["low"][0] == pytest.approx(
-        series["mean"][0] - series["std"][0])
-
-
-def test_regimes_statistics_of_a_diverged_output_are_nan_not_zero():
-    import torch
-
-    from src.regimes.observables import split_stats
-
-    phi = torch.nn.functional.relu
-    stats = split_stats(torch.tensor([0.5, float("nan")]), torch.tensor([1.0, -1.0]), 1.0,
-                        lambda z: phi(1 - z))
-    assert all(np.isnan(stats[k]) for k in ("err", "margin", "nd", "loss"))
-    fine = split_stats(torch.tensor([0.5, -2.0]), torch.tensor([1.0, -1.0]), 1.0,
-                       lambda z: phi(1 - z))
-    assert fine["err"] == 0.0 and fine["nd"] == 1
-
-
-def test_null_metrics_are_left_out_of_means(tmp_path):
-    sgd(tmp_path, 0.1, 0, metrics={"test_err": 0.2})
-    sgd(tmp_path, 0.1, 1, metrics={"test_err": None})  # a diverged regimes run writes null
-    frame = runs_frame(find_runs(tmp_path))
-    assert frame["test_err"].mean() == pytest.approx(0.2)
-
-
-# -- the command line -------------------------------------------------------------------------
-
-
-def test_path_values_with_equals_signs_work_as_typed():
-    assert quote_paths(["runs=outputs/runs/*optimizer.lr=*", "figure=ema"]) == [
-        "runs='outputs/runs/*optimizer.lr=*'", "figure=ema"]
-    assert quote_paths(["checkpoint=outputs/runs/a=1,b=2"]) == [
-        "checkpoint='outputs/runs/a=1,b=2'"]
-    assert quote_paths(["runs=outputs/runs/*", "pruning.from_run=a,b"]) == [
-        "runs=outputs/runs/*", "pruning.from_run=a,b"]  # no '=': globs and sweeps stay
-    assert run_name("pruning.from_run='outputs/runs/a=1'") == "pruning.from_run=outputs_runs_a=1"
 
 
 # -- every figure kind from a folder of mixed runs ----------------------------------------------
@@ -324,10 +180,6 @@ def test_the_readmes_plots_commands_work_as_typed(readme_outputs, command):
                           capture_output=True, timeout=300)
     assert proc.returncode == 0, command + "\n" + proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "wrote " in proc.stdout
-
-
-def test_the_readme_shows_its_plots_commands():
-    assert len(readme_plots_commands()) >= 8
 
 
 # -- TensorBoard's HPARAMS tab ----------------------------------------------------------------

@@ -125,4 +125,3 @@ def test_a_run_killed_on_the_fused_path_resumes_on_the_eager_one_to_the_same_res
     assert torch.equal(a["exchange"]["level_counts"], b["exchange"]["level_counts"])
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key])
-

@@ -20,6 +20,7 @@ def finished(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.smoke  # make test-fast runs it
 def test_eval_reproduces_the_runs_own_test_metrics(finished):
     proc = run_script("eval.py", [f"checkpoint={finished}", "splits=[val,test]", "device=cpu"])
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -44,6 +45,7 @@ def test_eval_of_a_missing_or_foreign_checkpoint_is_one_line(tmp_path, content):
     assert len(lines) == 1 and lines[0].startswith("error:") and "checkpoint" in lines[0]
 
 
+@pytest.mark.smoke  # make test-fast runs it
 def test_tune_twice_against_one_sqlite_file_continues_the_study(tmp_path):
     db = tmp_path / "study" / "optuna.db"
     sweep = tmp_path / "trials"
@@ -96,6 +98,7 @@ def plot(args: list[str]) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+@pytest.mark.smoke  # make test-fast runs it
 def test_curves_group_by_the_swept_keys_with_a_band_over_seeds(sweeps, tmp_path):
     plot([f"runs={sweeps / 'ema'}", "metric=ema_0.9/val_acc", f"out_dir={tmp_path}"])
     png_and_pdf(tmp_path / "curves_ema_0.9_val_acc_vs_epoch.png")

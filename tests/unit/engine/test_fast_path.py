@@ -59,7 +59,8 @@ def test_runs_train_with_each_setting(tmp_path, override):
 
 def test_compiled_model_trains_like_the_eager_one(tmp_path):
     # reduce-overhead records CUDA graphs on a GPU; on a CPU it compiles like default, but the
-    # trainer still marks every step's start for the graphs (tests/test_cuda.py runs it there).
+    # trainer still marks every step's start for the graphs (tests/unit/engine/test_cuda.py runs
+    # it there).
     args = ["debug=fast", "device=cpu", "trainer.progress=false", "trainer.tensorboard=false"]
     run(compose_train(args), tmp_path / "eager")
     eager = summary(tmp_path / "eager")

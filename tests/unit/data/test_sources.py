@@ -14,19 +14,20 @@ import torchvision
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from src.core.files import CONF
 from src.data import sources
 from src.data.loader import DeviceData, split_train_val, subset
 from src.data.sources import DatasetFileError, DatasetNotFoundError, RawData
 from tests.helpers.datafiles import write_cifar10, write_cifar100, write_mnist_tree, write_pickle
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
+DATASET_CONF = CONF / "dataset"
 DATASETS = ["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "fake"]
 
 
 def _cfg(name: str, data_dir: Path):
     """Compose a dataset config the way the top-level config does (it defines data_dir)."""
     return OmegaConf.create(
-        {"data_dir": str(data_dir), "dataset": OmegaConf.load(CONF / f"{name}.yaml")}
+        {"data_dir": str(data_dir), "dataset": OmegaConf.load(DATASET_CONF / f"{name}.yaml")}
     )
 
 

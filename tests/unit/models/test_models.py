@@ -9,13 +9,14 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from src.core.files import CONF
 from src.models.mlp import mlp
 from src.models.mnist_cnn import mnist_cnn
 from src.models.resnet_cifar import resnet20, resnet32, resnet44, resnet56, resnet110
 from src.models.vgg import vgg16_bn
 from src.models.vit import vit
 
-MODEL_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "conf" / "model").glob("*.yaml"))
+MODEL_CONFIGS = sorted((CONF / "model").glob("*.yaml"))
 
 
 def _forward_backward(model: nn.Module, input_shape: tuple[int, int, int]) -> torch.Tensor:

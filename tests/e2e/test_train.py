@@ -30,6 +30,7 @@ def digest(folder: Path, names: list[str]) -> dict[str, str]:
     return {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names}
 
 
+@pytest.mark.smoke  # make test-fast runs it
 def test_default_command_trains_digits_to_95_percent_and_writes_the_contract(tmp_path):
     start = time.perf_counter()
     train(tmp_path)  # python train.py with its defaults (only the run dir and progress bar set)

@@ -5,7 +5,7 @@ the real formats (no download here). Where a command would train for long, fast 
 appended (debug=fast, a sweep collapsed to a few jobs); cluster commands run on this machine's
 stand-ins (submitit_local for submitit_slurm, a PostgreSQL server started here, both torchrun
 "nodes" on 127.0.0.1). The README's plots.py commands are run by
-tests/test_figures.py::test_the_readmes_plots_commands_work_as_typed on a folder named as the
+tests/e2e/test_figures.py::test_the_readmes_plots_commands_work_as_typed on a folder named as the
 README's sweeps name theirs; `make test` is this suite itself.
 
 Marked `readme`: `make test-readme` runs it, and CI runs it after `make test`.
@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.readme, pytest.mark.xdist_group("readme")]
 LINKED = ("train.py", "tune.py", "eval.py", "plots.py", "conf", "src", "hydra_plugins",
           "benchmarks", "Makefile", "requirements.txt", ".venv")
 SKIPPED = {"make test": "this suite itself",
-           "make bench": "ten minutes: tests/test_benchmarks.py runs the suite at tiny sizes",
+           "make bench": "ten minutes: tests/e2e/test_benchmarks.py runs the suite at tiny sizes",
            "bash benchmarks/gpu.sh --dry": "test_the_gpu_kits_dry_mode_as_the_readme_shows_it"}
 # (pattern of a command, settings appended to each train.py / tune.py / torchrun invocation)
 FAST = [
@@ -149,7 +149,7 @@ def test_a_readme_command_works_as_typed(workspace, postgres_url, command):
     line = fast(command, postgres_url)
     if line is None:
         reason = SKIPPED.get(uncommented(command).strip(), "plots.py commands: "
-                             "tests/test_figures.py")
+                             "tests/e2e/test_figures.py")
         pytest.skip(reason if postgres_url or "postgresql" not in command else why_not())
     proc = subprocess.run(["bash", "-c", line], cwd=workspace, text=True, capture_output=True,
                           timeout=600)

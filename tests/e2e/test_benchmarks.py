@@ -1,6 +1,6 @@
 """The benchmark scripts run end to end (tiny sizes) and report the ratios they promise; the
 GPU kit's dry mode, which runs the ones it shares with the GPU, is tested with the README's
-commands (tests/test_readme.py)."""
+commands (tests/e2e/test_readme.py)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from src.core.files import read_jsonl
-from tests.helpers.runs import ROOT, SMALL_FAKE, compose_train, run_script, summary, train
+from tests.helpers.runs import ROOT, SMALL_FAKE, run_script, summary, train
 
 # No BatchNorm, no random draws (rand_zero off, ties give 0): both paths must agree exactly.
 DETERMINISTIC = ["debug=fast", "epochs=2", "device=cpu", "optimizer=compressed_sgd_vote",
@@ -115,25 +115,6 @@ def test_one_worker_vote_is_compressed_sgd(tmp_path):
     train(b, "debug=fast", "device=cpu", "optimizer=compressed_sgd_vote", "workers=1")
     for key, value in params(a).items():
         assert torch.equal(value, params(b)[key])
-
-
-@pytest.mark.parametrize("preset", ["csgd_compressed_sgd", "csgd_sgd", "csgd_sign_sgd"])
-def test_seed_000_presets_run_with_debug_fast_on_any_dataset(tmp_path, preset):
-    from src.tasks.classify import run
-
-    seed_setup = compose_train([f"experiment={preset}"])
-    assert seed_setup.batch_size == 64 and seed_setup.model._target_.endswith("mnist_cnn")
-    assert seed_setup.dataset.name == "mnist" and not seed_setup.dataset.normalize
-    cfg = compose_train([f"experiment={preset}", "debug=fast", *SMALL_FAKE, "device=cpu",
-                         "trainer.progress=false", "trainer.tensorboard=false"])
-    run(cfg, tmp_path)
-    assert summary(tmp_path)["status"] == "completed"
-
-
-def test_signum_sends_the_sign_of_each_workers_momentum():
-    cfg = compose_train(["optimizer=signum_vote"])
-    assert cfg.compression.worker_momentum == 0.9 and cfg.workers == 2
-    assert cfg.compression.compressor._target_.endswith("Sign")
 
 
 def test_real_workers_give_a_loss_step_optimizer_the_mean_loss_of_all_ranks(tmp_path):
