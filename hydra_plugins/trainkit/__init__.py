@@ -1,8 +1,10 @@
 """Hydra instantiates sweepers only from the `hydra_plugins` namespace package: these subclasses
-make the project's sweepers (src/sweeps/grid.py, src/sweeps/study.py) visible to it. Nothing
-here may import torch: Hydra imports this module on every start, --help included."""
+make the project's sweepers (src/sweeps/grid.py, src/sweeps/study.py) and its launcher
+(src/sweeps/stacked.py) visible to it. Nothing here may import torch: Hydra imports this module
+on every start, --help included."""
 
 from src.sweeps.grid import GridSweeper as _GridSweeper
+from src.sweeps.stacked import StackedLauncher as _StackedLauncher
 from src.sweeps.study import StudySweeper as _StudySweeper
 
 
@@ -12,3 +14,7 @@ class GridSweeper(_GridSweeper):
 
 class StudySweeper(_StudySweeper):
     """tune.py (conf/hydra/sweeper/study.yaml)."""
+
+
+class StackedLauncher(_StackedLauncher):
+    """hydra/launcher=stacked (conf/hydra/launcher/stacked.yaml)."""

@@ -1,0 +1,174 @@
+"""hydra/launcher=stacked: the jobs of a sweep that differ only in values that change no shapes and
+no code (seeds, learning rates and other optimizer hyperparameters, schedules, EMA decays, the
+regimes study's dt, temperature and alpha) train as stacked runs, many small models in one
+vectorized job whose places refill as runs end (src/tasks/stacked/).
+
+    python train.py -m hydra/launcher=stacked seed=0,1,2 optimizer.lr=0.01,0.1
+    python tune.py hydra/launcher=stacked          (each batch of trials stacks)
+
+Every job stays an ordinary run: its own run directory, lock, Hydra record, history, checkpoint
+and summary, which plots.py, eval.py and a plain train.py (resuming it alone) read as any other.
+A job no stack can train (another optimizer, gradient compression, a pruning experiment) runs
+as an ordinary run after the stacks, with one line saying why; a job with a bad value fails
+alone, with one line, as in any sweep.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from src.core.errors import UserError
+from src.core.files import remove_if_empty
+from src.lifecycle.lock import LOCK_WAIT_ENV
+from src.lifecycle.record import JobRecord, quiet_runs
+from src.sweeps.report import JobResult, sweep_failure
+
+log = logging.getLogger(__name__)
+
+
+class StackedLauncher(Launcher):
+    """slots: places per stack (an integer, or auto: what half the free memory holds);
+    n_jobs: how many trials tune.py hands over at once (train.py -m hands over its whole grid);
+    compile: torch.compile the regimes step (true, false, or auto: for long runs)."""
+
+    def __init__(self, slots: int | str = "auto", n_jobs: int = 16,
+                 compile: bool | str = "auto") -> None:
+        self.slots, self.n_jobs, self.compile = slots, n_jobs, compile
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]],
+               initial_job_idx: int) -> Sequence[JobReturn]:
+        from src.optim.stacked import NotStackable
+        from src.tasks import check_config
+        from src.tasks.stacked.group import key, kind
+
+        setup_globals()
+        assert self.config is not None and self.hydra_context is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        configs = [self.job_config(list(o), initial_job_idx + n)
+                   for n, o in enumerate(job_overrides)]
+        returns: list[JobReturn | None] = [None] * len(configs)
+        groups: dict[str, list[int]] = defaultdict(list)
+        alone: list[tuple[int, str]] = []
+        for n, config in enumerate(configs):
+            task_cfg = task_config(config)
+            try:
+                check_config(task_cfg)
+                groups[f"{kind(task_cfg)}:{key(task_cfg)}"].append(n)
+            except NotStackable as e:
+                alone.append((n, str(e)))
+            except UserError as e:  # a bad value fails this job alone
+                returns[n] = self.failed(config, e)
+        for members in list(groups.values()):
+            if len(members) == 1:
+                alone.append((members[0], "no other job of the sweep shares its stack"))
+        stacks = [m for m in groups.values() if len(m) > 1]
+        log.info("stacked: %d job(s): %d in %d stack(s), %d alone", len(configs),
+                 sum(len(m) for m in stacks), len(stacks), len(alone))
+        for members in stacks:
+            for n, result in zip(members, self.run_stack([configs[n] for n in members]),
+                                 strict=True):
+                returns[n] = result
+        for n, reason in sorted(alone):
+            log.info("stacked: job #%d runs alone: %s", initial_job_idx + n, reason)
+            returns[n] = run_job(hydra_context=self.hydra_context,
+                                 task_function=self.task_function, config=configs[n],
+                                 job_dir_key="hydra.sweep.dir",
+                                 job_subdir_key="hydra.sweep.subdir")
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return [r for r in returns if r is not None]
+
+    def job_config(self, overrides: list[str], index: int) -> DictConfig:
+        """The job's whole config, with its number and run directory (as run_job sets them)."""
+        assert self.hydra_context is not None and self.config is not None
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        with open_dict(config):
+            config.hydra.job.id = config.hydra.job.num = index
+        HydraConfig.instance().set_config(config)  # ${hydra:...} in the run dir reads it
+        with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+            out = os.path.join(str(OmegaConf.select(config, "hydra.sweep.dir")),
+                               str(OmegaConf.select(config, "hydra.sweep.subdir")))
+            config.hydra.runtime.output_dir = os.path.abspath(out)
+        return config
+
+    def run_stack(self, configs: list[DictConfig]) -> list[JobReturn]:
+        from src.tasks.stacked.group import run_group
+        from src.tasks.stacked.slots import StackJob
+
+        jobs = []
+        for config in configs:
+            run_dir = Path(config.hydra.runtime.output_dir)
+            task_cfg = task_config(config)
+            jobs.append(StackJob(task_cfg, run_dir,
+                                 JobRecord(run_dir, copy.deepcopy(task_cfg), config.hydra),
+                                 f"job #{config.hydra.job.num}"))
+        assert self.config is not None
+        configure_log(self.config.hydra.job_logging, self.config.hydra.verbose)
+        with quiet_runs():
+            report = run_group(jobs, self.slots, float(os.environ.get(LOCK_WAIT_ENV, 0)),
+                               self.compile)
+        occupancy = report.occupancy
+        waited = (f" ({100 * occupancy.share(queued=True):.0f}% while jobs waited for a slot)"
+                  if occupancy.offered_queued else "")
+        log.info("stacked: %d run(s) in %d slot(s), %.0f s; slots %.0f%% full%s", len(jobs),
+                 report.slots, report.wall_s, 100 * occupancy.share(), waited)
+        out = []
+        for n, (config, job) in enumerate(zip(configs, jobs, strict=True)):
+            outcome = report.outcomes[n]
+            if isinstance(outcome, BaseException):
+                result = sweep_failure(outcome, job.run_dir, job.record)
+                job.record.close()
+                remove_if_empty(job.run_dir)
+            else:
+                summary = outcome.summary
+                result = JobResult(summary.get("status", "completed"), outcome.objective,
+                                   str(job.run_dir))
+            out.append(job_return(config, result))
+        return out
+
+    def failed(self, config: DictConfig, e: Exception) -> JobReturn:
+        run_dir = Path(config.hydra.runtime.output_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        task_cfg = task_config(config)
+        record = JobRecord(run_dir, copy.deepcopy(task_cfg), config.hydra)
+        result = sweep_failure(e, run_dir, record)
+        record.close()
+        return job_return(config, result)
+
+
+def task_config(config: DictConfig) -> DictConfig:
+    """The job's config without its `hydra` node (what the task function receives)."""
+    task_cfg = copy.deepcopy(config)
+    with read_write(task_cfg), open_dict(task_cfg):
+        del task_cfg["hydra"]
+    return task_cfg
+
+
+def job_return(config: DictConfig, result: JobResult) -> JobReturn:
+    ret = JobReturn()
+    ret.cfg = task_config(config)
+    ret.hydra_cfg = OmegaConf.create({"hydra": config.hydra})
+    ret.overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
+    ret.working_dir = os.getcwd()
+    ret.task_name = str(config.hydra.job.name)
+    ret.return_value = result
+    ret.status = JobStatus.COMPLETED
+    return ret

@@ -1,0 +1,81 @@
+"""A stack of K networks computes what each network computes alone: outputs, gradients,
+BatchNorm's running statistics per slot, and dropout drawn per slot as F.dropout draws it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from src.engine.stack import Stack
+from src.models.mnist_cnn import mnist_cnn
+from src.models.resnet_cifar import resnet20
+
+# float32: a batched kernel (grouped convolution, batched matrix product) may add in another
+# order than the network's own kernel: ~1e-7 relative on outputs, more on summed gradients
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def networks(make, slots: int) -> list[nn.Module]:
+    out = []
+    for k in range(slots):
+        torch.manual_seed(k)
+        out.append(make())
+    return out
+
+
+@pytest.mark.parametrize("name, make, shape", [
+    ("mlp", lambda: nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.ReLU(), nn.Linear(7, 3)),
+     (3, 2, 2)),
+    ("resnet20 with BatchNorm", lambda: resnet20((3, 8, 8), 10), (3, 8, 8)),
+])
+def test_outputs_gradients_and_running_statistics_are_each_slots_own(name, make, shape):
+    slots, batch = 3, 6
+    nets = networks(make, slots)
+    torch.manual_seed(9)
+    x = torch.randn(slots, batch, *shape)
+    stack = Stack(nets[0], slots, x[0])
+    for k, net in enumerate(nets):
+        stack.load(k, net)
+    out = stack.forward(x)
+    out.sum().backward()
+    for k, net in enumerate(nets):
+        net.train()
+        alone = net(x[k])
+        alone.sum().backward()
+        torch.testing.assert_close(out[k], alone, rtol=RTOL, atol=ATOL)
+        grad = torch.cat([p.grad.reshape(-1) for p in net.parameters()])
+        torch.testing.assert_close(stack.flat.grad[k], grad, rtol=RTOL, atol=ATOL)
+        for buffer_name, b in net.named_buffers():  # running statistics moved per slot
+            torch.testing.assert_close(stack.buffers[buffer_name][k], b, rtol=RTOL, atol=ATOL)
+
+
+def test_dropout_is_drawn_per_slot_as_f_dropout_draws_it():
+    slots, batch = 3, 4
+    nets = networks(lambda: mnist_cnn((1, 8, 8), 10), slots)
+    torch.manual_seed(3)
+    x = torch.randn(slots, batch, 1, 8, 8)
+    stack = Stack(nets[0], slots, x[0])
+    assert [(name, p) for name, p, _ in stack.sites] == [("3", 0.5)]
+    for k, net in enumerate(nets):
+        stack.load(k, net)
+    seeds = [11, 22, 33]
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    out = stack.forward(x, stack.masks(batch, gens))
+    for k, net in enumerate(nets):
+        torch.manual_seed(seeds[k])  # the solo loop seeds the global generator each epoch
+        torch.testing.assert_close(out[k], net.train()(x[k]), rtol=RTOL, atol=ATOL)
+    # an empty place (no generator) draws nothing and keeps its mask at one
+    masks = stack.masks(batch, [gens[0], None, gens[2]])
+    assert torch.equal(masks["3.mask"][1], torch.ones_like(masks["3.mask"][1]))
+
+
+def test_a_slot_goes_in_and_comes_out_unchanged():
+    nets = networks(lambda: resnet20((3, 8, 8), 10), 2)
+    stack = Stack(nets[0], 2, torch.zeros(2, 3, 8, 8))
+    stack.load(1, nets[1])
+    back = networks(lambda: resnet20((3, 8, 8), 10), 1)[0]  # other weights
+    stack.store(1, back)
+    for (name, a), b in zip(nets[1].state_dict().items(), back.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
