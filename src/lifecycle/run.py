@@ -129,7 +129,6 @@ class Lifecycle:
             raise CheckpointError(f"checkpoint {self.checkpoint_path} does not fit this run "
                                   f"({type(e).__name__}: {str(e).splitlines()[0][:120]}): "
                                   f"delete it to retrain") from None
-        log.info("resuming %s from its checkpoint (step %d)", self.run_dir, step)
         return step
 
     def saver(self, task: Task) -> Callable[..., None]:
@@ -171,6 +170,8 @@ class Lifecycle:
         step = self.restore(task, ckpt) if ckpt is not None else 0
         if self.write and self.record is not None:
             self.record.start()
+        if ckpt is not None:  # said once the run's log file is open
+            log.info("resuming %s from its checkpoint (step %d)", self.run_dir, step)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_log = RunLog(self.run_dir, self.tensorboard, self.history, step,
                               write=self.write)

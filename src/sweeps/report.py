@@ -6,7 +6,6 @@ returns, so a sweep with a failed job exits non-zero while its other jobs still 
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,8 +17,6 @@ from src.core.errors import one_line
 from src.core.files import RUN_FILES, SUMMARY, write_json_atomic
 from src.lifecycle.lock import RunDirBusy
 from src.lifecycle.record import JobRecord
-
-log = logging.getLogger(__name__)
 
 ORDER = ("completed", "diverged", "failed", "busy")
 LABEL = {"busy": "in use by another process"}
@@ -50,14 +47,13 @@ def record_failure(run_dir: Path, record: JobRecord, reason: str) -> None:
 
 def sweep_failure(e: BaseException, run_dir: Path, record: JobRecord | None) -> JobResult:
     """What a sweep job that raised `e` returns (busy: another process holds its directory;
-    else failed, recorded in its directory), with its one line in the log."""
+    else failed, recorded in its directory)."""
     if isinstance(e, RunDirBusy):
         status = "busy"
     else:
         status = "failed"
         if record is not None:
             record_failure(run_dir, record, one_line(e))
-    log.error("job in %s %s: %s", run_dir, status, one_line(e))
     return JobResult(status, None, str(run_dir), one_line(e))
 
 

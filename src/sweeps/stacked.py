@@ -28,7 +28,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from src.core.errors import UserError
+from src.core.errors import UserError, one_line
 from src.core.files import remove_if_empty
 from src.lifecycle.lock import LOCK_WAIT_ENV
 from src.lifecycle.record import JobRecord, quiet_runs
@@ -122,9 +122,10 @@ class StackedLauncher(Launcher):
                                  f"job #{config.hydra.job.num}"))
         assert self.config is not None
         configure_log(self.config.hydra.job_logging, self.config.hydra.verbose)
+        # tune.py sets the wait in its jobs' environment (hydra.job.env_set)
+        wait = configs[0].hydra.job.env_set.get(LOCK_WAIT_ENV, os.environ.get(LOCK_WAIT_ENV, 0))
         with quiet_runs():
-            report = run_group(jobs, self.slots, float(os.environ.get(LOCK_WAIT_ENV, 0)),
-                               self.compile)
+            report = run_group(jobs, self.slots, float(wait), self.compile)
         occupancy = report.occupancy
         waited = (f" ({100 * occupancy.share(queued=True):.0f}% while jobs waited for a slot)"
                   if occupancy.offered_queued else "")
@@ -149,6 +150,7 @@ class StackedLauncher(Launcher):
         run_dir.mkdir(parents=True, exist_ok=True)
         task_cfg = task_config(config)
         record = JobRecord(run_dir, copy.deepcopy(task_cfg), config.hydra)
+        log.error("job in %s failed: %s", run_dir, one_line(e))
         result = sweep_failure(e, run_dir, record)
         record.close()
         return job_return(config, result)

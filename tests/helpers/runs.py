@@ -49,12 +49,13 @@ def train(run_dir: Path, *args: str, check: bool = True) -> subprocess.Completed
     return proc
 
 
-def start(script: str, args: list[str], log: Path) -> subprocess.Popen:
+def start(script: str, args: list[str], log: Path,
+          env: dict[str, str] | None = None) -> subprocess.Popen:
     """An entry point in the background, in its own process group (so a kill takes it all)."""
     out = open(log, "w")  # noqa: SIM115 - closed by the process's end
     return subprocess.Popen([sys.executable, script, *args], cwd=ROOT, stdout=out,
                             stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**(env or os.environ), "PYTHONUNBUFFERED": "1"})
 
 
 def wait_for(condition, timeout: float = 120, what: str = "condition") -> None:

@@ -122,7 +122,6 @@ class Slots:
         self.lock_wait_s, self.label = lock_wait_s, label
         self.report = StackReport(slots)
         self.members: list[Member | None] = [None] * slots
-        self.started: dict[int, float] = {}
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -201,22 +200,22 @@ class Slots:
             with logging_for(job.run_dir):
                 life = self.lifecycle(job)
                 task = life.begin(lambda ckpt: self.build(job, ckpt))
-                if task is None:  # finished before: reused
-                    lock.release()
-                    self.done(i, life.reused)
-                    return
-                member = Member(i, job, life, task, lock)
-                try:
-                    engine.admit(slot, member)
-                except BaseException as e:
-                    life.abort(task, e)
-                    raise
+                if task is not None:
+                    member = Member(i, job, life, task, lock)
+                    try:
+                        engine.admit(slot, member)
+                    except BaseException as e:
+                        life.abort(task, e)
+                        raise
         except Exception as e:  # a bad setting or checkpoint: this job alone fails
             lock.release()
             self.done(i, e)
             return
+        if task is None:  # finished before: reused
+            lock.release()
+            self.done(i, life.reused)
+            return
         self.members[slot] = member
-        self.started[slot] = time.perf_counter()
         write_json_atomic(job.run_dir / PLACE, {"slot": slot, "slots": self.slots})
 
     def close(self, engine: Engine, ended: list[tuple[int, Outcome | BaseException]]) -> None:
