@@ -6,7 +6,8 @@ batched op (no PIL, no per-sample Python loop) and normalised to float32.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,7 @@ class DeviceData:
         self.drop_last = drop_last
         self.crop_padding = crop_padding
         self.flip = flip
+        self._normalised: Tensor | None = None  # assemble(out=...) makes it when it is first asked
 
     @property
     def num_samples(self) -> int:
@@ -63,6 +65,12 @@ class DeviceData:
         `generator` (on x.device) drives the shuffle order and the augmentation; the same
         generator state gives the same batches. It may be None when nothing is random.
         """
+        for draw in self.draws(generator):
+            yield self.assemble([draw])
+
+    def draws(self, generator: torch.Generator | None) -> Iterator[Draw]:
+        """One epoch of batches as their random draws (what `batches` builds them from): the
+        order once, then per batch the crop offsets and the flips, in that order."""
         n = self.num_samples
         if self.shuffle:
             order = torch.randperm(n, generator=generator, device=self.x.device)
@@ -70,25 +78,57 @@ class DeviceData:
             order = torch.arange(n, device=self.x.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            xb = self.x[idx]
-            if self.crop_padding > 0:
-                xb = self._random_crop(xb, generator)
-            if self.flip:
-                xb = self._random_flip(xb, generator)
-            yield (xb.float() - self.mean) / self.std, self.y[idx]
+            b, dev = len(idx), self.x.device
+            offsets = (torch.randint(0, 2 * self.crop_padding + 1, (b, 2), generator=generator,
+                                     device=dev) if self.crop_padding > 0 else None)
+            flips = (torch.rand(b, generator=generator, device=dev) < 0.5 if self.flip
+                     else None)
+            yield Draw(idx, offsets, flips)
 
-    def _random_crop(self, xb: Tensor, generator: torch.Generator | None) -> Tensor:
-        """Zero-pad the raw batch by `crop_padding` and take one random HxW crop per sample.
+    def assemble(self, draws: Sequence[Draw],
+                 out: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """The batches of `draws` concatenated: one gather, crop, flip and normalisation for
+        all of them (several runs' batches at once: stacked runs). Per sample, the same
+        numbers as each batch built alone.
+
+        out: (x, y) to write into (stacked runs' step buffers). Without cropping, they are
+        gathered from a normalised copy of the split, made once: normalising commutes with
+        gathering and flipping, and a step then allocates nothing."""
+        idx = draws[0].idx if len(draws) == 1 else torch.cat([d.idx for d in draws])
+        if out is not None and self.crop_padding == 0:
+            if self._normalised is None:
+                self._normalised = (self.x.float() - self.mean) / self.std
+            x, y = out
+            torch.index_select(self._normalised, 0, idx, out=x)
+            if self.flip:
+                flips = torch.cat([d.flips for d in draws]).view(-1, 1, 1, 1)
+                x.copy_(torch.where(flips, x.flip(3), x))
+            return x, torch.index_select(self.y, 0, idx, out=y)
+        xb = self.x[idx]
+        if self.crop_padding > 0:
+            xb = self._crop(xb, torch.cat([d.offsets for d in draws]))
+        if self.flip:
+            flips = torch.cat([d.flips for d in draws])
+            xb = torch.where(flips.view(-1, 1, 1, 1), xb.flip(3), xb)
+        batch = ((xb.float() - self.mean) / self.std, self.y[idx])
+        if out is not None:
+            out[0].copy_(batch[0])
+            out[1].copy_(batch[1])
+            return out
+        return batch
+
+    def _crop(self, xb: Tensor, offsets: Tensor) -> Tensor:
+        """Zero-pad the raw batch by `crop_padding` and take one HxW crop per sample at
+        `offsets` (B, 2) of (top, left) in [0, 2 * padding].
 
         Padding the raw values with 0 before normalising matches torchvision's
-        RandomCrop(padding) + ToTensor + Normalize. Offsets are drawn as a (B, 2) tensor of
-        (top, left) in [0, 2 * padding]; the crop is a single gather by integer indexing.
+        RandomCrop(padding) + ToTensor + Normalize; the crop is a single gather by integer
+        indexing.
         """
         b, c, h, w = xb.shape
         p = self.crop_padding
         dev = xb.device
         padded = F.pad(xb, (p, p, p, p))
-        offsets = torch.randint(0, 2 * p + 1, (b, 2), generator=generator, device=dev)
         rows = offsets[:, 0:1] + torch.arange(h, device=dev)  # (B, H)
         cols = offsets[:, 1:2] + torch.arange(w, device=dev)  # (B, W)
         return padded[
@@ -98,11 +138,14 @@ class DeviceData:
             cols.view(b, 1, 1, w),
         ]
 
-    @staticmethod
-    def _random_flip(xb: Tensor, generator: torch.Generator | None) -> Tensor:
-        """Mirror each sample horizontally with probability 0.5 (per-sample Bernoulli)."""
-        flip = torch.rand(xb.shape[0], generator=generator, device=xb.device) < 0.5
-        return torch.where(flip.view(-1, 1, 1, 1), xb.flip(3), xb)
+
+class Draw(NamedTuple):
+    """The random part of one batch: sample indices (B,), crop offsets (B, 2) or None, flips
+    (B,) bool or None (DeviceData.draws)."""
+
+    idx: Tensor
+    offsets: Tensor | None
+    flips: Tensor | None
 
 
 def split_train_val(

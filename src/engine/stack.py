@@ -1,7 +1,12 @@
 """K copies of one network trained as one (stacked runs): the parameters of every copy (slot) in
-one flat (K, N) leaf tensor, the buffers stacked (K, ...), and the forward pass vmapped over the
+one flat (K, N) tensor, the buffers stacked (K, ...), and the forward pass vmapped over the
 slots with torch.func.functional_call, so the K networks run as batched kernels (batched matrix
 products, grouped convolutions, BatchNorm over K x C channels with per-slot running statistics).
+
+Each parameter is a leaf tensor (K, ...) that views the flat tensor, and its gradient views one
+flat (K, N) gradient: backward accumulates into it in place, so a step allocates no (K, N)
+tensor (on a CPU, the page faults of fresh allocations that size cost more than the arithmetic)
+and the optimizer and the averages work on the two flat tensors.
 
 A slot's network moves in (`load`) and out (`store`) of the stack as an ordinary nn.Module, which
 is what evaluation, checkpoints and the observables read. Dropout draws per slot: each
@@ -12,11 +17,16 @@ from that slot's own generator, exactly as F.dropout draws it on a CPU.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
+
+# The parameters' gradients are views of the flat gradient (see above); autograd notes that such
+# a layout is not the one it would pick, which is the point.
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout")
 
 
 class SlotDropout(nn.Module):
@@ -56,8 +66,8 @@ class Stack:
     """`slots` copies of `template`'s architecture (see the module docstring).
 
     sample: one batch (B, ...) of the data the slots train on (finds the dropout sites).
-    requires_grad: the flat leaf collects gradients (backward through `forward`); False for
-    callers that differentiate functionally (`params_of` a row under torch.func.grad).
+    requires_grad: backward through `forward` collects the gradients in `grad` (K, N); False
+    for callers that differentiate functionally (`params_of` a row under torch.func.grad).
     """
 
     def __init__(self, template: nn.Module, slots: int, sample: Tensor,
@@ -68,8 +78,14 @@ class Stack:
         self.shapes = [p.shape for _, p in params]
         self.sizes = [p.numel() for _, p in params]
         device, dtype = params[0][1].device, params[0][1].dtype
-        self.flat = torch.zeros(slots, sum(self.sizes), device=device, dtype=dtype,
-                                requires_grad=requires_grad)
+        self.flat = torch.zeros(slots, sum(self.sizes), device=device, dtype=dtype)
+        self.grad = torch.zeros_like(self.flat) if requires_grad else None
+        self.leaves = self.shaped(self.flat)
+        if self.grad is not None:
+            for leaf, grad in zip(self.leaves.values(), self.shaped(self.grad).values(),
+                                  strict=True):
+                leaf.requires_grad_()
+                leaf.grad = grad
         self.buffers = {n: torch.zeros(slots, *b.shape, dtype=b.dtype, device=device)
                         for n, b in template.named_buffers()}
         self.sites = dropout_sites(template, sample)
@@ -98,7 +114,7 @@ class Stack:
     @torch.no_grad()
     def store(self, slot: int, model: nn.Module) -> None:
         """Copy slot `slot` back into `model`'s own parameters and buffers."""
-        torch._foreach_copy_(list(model.parameters()), self.rows(self.flat.detach()[slot]))
+        torch._foreach_copy_(list(model.parameters()), self.rows(self.flat[slot]))
         for name, b in model.named_buffers():
             b.copy_(self.buffers[name][slot])
 
@@ -111,10 +127,14 @@ class Stack:
         """One slot's flat row (N,) as the network's parameters, by name (for functional_call)."""
         return dict(zip(self.names, self.rows(row), strict=True))
 
-    def views(self) -> dict[str, Tensor]:
-        """The parameters as (K, ...) views of the flat leaf (gradients reach flat.grad)."""
+    def shaped(self, flat: Tensor) -> dict[str, Tensor]:
+        """A flat (K, N) tensor as (K, ...) views in the parameters' shapes, by name."""
         return {name: piece.view(self.slots, *shape) for name, piece, shape in
-                zip(self.names, self.flat.split(self.sizes, dim=1), self.shapes, strict=True)}
+                zip(self.names, flat.split(self.sizes, dim=1), self.shapes, strict=True)}
+
+    def zero_grad(self) -> None:
+        assert self.grad is not None
+        self.grad.zero_()
 
     # -- training ---------------------------------------------------------------------------
 
@@ -135,13 +155,13 @@ class Stack:
     def forward(self, x: Tensor, masks: dict[str, Tensor] | None = None) -> Tensor:
         """Every slot's forward pass in training mode: x (K, B, ...) -> (K, B, ...)."""
         state = {**self.buffers, **(masks or {})}
-        return vmap(self._call, in_dims=(0, 0, 0), randomness="error")(self.views(), state, x)
+        return vmap(self._call, in_dims=(0, 0, 0), randomness="error")(self.leaves, state, x)
 
     def forward_shared(self, x: Tensor) -> Tensor:
         """Every slot on the same inputs x (B, ...) -> (K, B, ...), with no gradient tape of its
         own (the caller decides)."""
         return vmap(self._call, in_dims=(0, 0, None), randomness="error")(
-            self.views(), self.buffers, x)
+            self.leaves, self.buffers, x)
 
     def _call(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
         return functional_call(self.base, (params, buffers), (x,))

@@ -88,7 +88,8 @@ class StackedSGD(StackedOptimizer):
         super().__init__(flat)
         self.nesterov = nesterov
         self.buf = torch.zeros_like(flat)
-        self.fresh = torch.ones(flat.shape[0], 1, dtype=torch.bool, device=flat.device)
+        self.scratch = torch.zeros_like(flat)  # in-place work: (K, N) allocations are slow
+        self.fresh: set[int] = set(range(flat.shape[0]))  # slots whose buffer starts now
 
     @staticmethod
     def signature(optimizer: Optimizer) -> tuple:
@@ -103,13 +104,13 @@ class StackedSGD(StackedOptimizer):
         with torch.no_grad():
             if all(b is not None for b in bufs):
                 self.buf[slot] = torch.cat([b.reshape(-1) for b in bufs])
-                self.fresh[slot] = False
+                self.fresh.discard(slot)
             else:
                 self.buf[slot] = 0
-                self.fresh[slot] = True
+                self.fresh.add(slot)
 
     def store_slot(self, slot: int, optimizer: Optimizer, params: list[Tensor]) -> None:
-        if optimizer.param_groups[0]["momentum"] == 0 or bool(self.fresh[slot]):
+        if optimizer.param_groups[0]["momentum"] == 0 or slot in self.fresh:
             return  # torch keeps no buffer without momentum, nor before the first step
         for p, b in zip(params, self.pieces(self.buf[slot], params), strict=True):
             optimizer.state[p]["momentum_buffer"] = b.clone()
@@ -117,13 +118,15 @@ class StackedSGD(StackedOptimizer):
     @torch.no_grad()
     def step(self, grad: Tensor, lr: Tensor) -> None:
         h = {k: column(v) for k, v in self.h.items()}
-        grad = grad + h["weight_decay"] * self.flat
-        self.buf.copy_(torch.where(self.fresh, grad,
-                                   self.buf * h["momentum"] + grad * (1 - h["dampening"])))
-        self.fresh.zero_()
+        d = self.scratch
+        torch.mul(self.flat, h["weight_decay"], out=d).add_(grad)  # grad + wd * w
+        self.buf.mul_(h["momentum"]).addcmul_(d, 1 - h["dampening"])
+        for slot in self.fresh:  # torch's first buffer is the gradient itself
+            self.buf[slot] = d[slot]
+        self.fresh.clear()
         # momentum 0 (plain SGD): the buffer is the gradient itself, as torch's update is
-        update = grad + h["momentum"] * self.buf if self.nesterov else self.buf
-        self.flat.sub_(column(lr) * update)
+        update = d.addcmul_(self.buf, h["momentum"]) if self.nesterov else self.buf
+        self.flat.addcmul_(update, column(lr), value=-1)
 
 
 class StackedAdam(StackedOptimizer):
@@ -138,6 +141,8 @@ class StackedAdam(StackedOptimizer):
         self.decoupled = decoupled
         self.exp_avg = torch.zeros_like(flat)
         self.exp_avg_sq = torch.zeros_like(flat)
+        self.scratch = torch.zeros_like(flat)  # in-place work: (K, N) allocations are slow
+        self.update = torch.zeros_like(flat)
         # float64: torch computes the bias corrections from the step count in Python floats
         self.steps = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
 
@@ -180,21 +185,22 @@ class StackedAdam(StackedOptimizer):
     @torch.no_grad()
     def step(self, grad: Tensor, lr: Tensor) -> None:
         h = {k: column(v) for k, v in self.h.items()}
-        lr_ = column(lr)
         self.steps += 1
+        g = self.scratch
         if self.decoupled:
-            self.flat.mul_(1 - lr_ * h["weight_decay"])
+            self.flat.mul_(1 - column(lr) * h["weight_decay"])
+            g.copy_(grad)
         else:
-            grad = grad + h["weight_decay"] * self.flat
-        self.exp_avg.lerp_(grad, 1 - h["beta1"])
-        self.exp_avg_sq.mul_(h["beta2"]).addcmul_(grad, grad * (1 - h["beta2"]))
-        steps = self.steps
-        correction1 = 1 - self.h["beta1"].double() ** steps
-        correction2 = 1 - self.h["beta2"].double() ** steps
+            torch.mul(self.flat, h["weight_decay"], out=g).add_(grad)  # grad + wd * w
+        self.exp_avg.lerp_(g, 1 - h["beta1"])
+        self.exp_avg_sq.mul_(h["beta2"]).addcmul_(g, torch.mul(g, 1 - h["beta2"],
+                                                               out=self.update))
+        correction1 = 1 - self.h["beta1"].double() ** self.steps
+        correction2 = 1 - self.h["beta2"].double() ** self.steps
         step_size = column((lr.double() / correction1).to(self.flat.dtype))
         root2 = column(correction2.sqrt().to(self.flat.dtype))
-        denom = self.exp_avg_sq.sqrt() / root2 + h["eps"]
-        self.flat.sub_(step_size * self.exp_avg / denom)
+        denom = torch.sqrt(self.exp_avg_sq, out=g).div_(root2).add_(h["eps"])
+        self.flat.sub_(torch.mul(self.exp_avg, step_size, out=self.update).div_(denom))
 
 
 def decoupled(optimizer: Optimizer) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+import torch
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -39,6 +40,19 @@ def margin_loss(name: str, soft_hinge_beta: float = 20.0) -> Callable[[Tensor], 
     if name not in losses:
         raise ValueError(f"task.loss={name} is not a loss: use one of {', '.join(losses)}")
     return losses[name]
+
+
+def margin_loss_slope(name: str, soft_hinge_beta: float = 20.0) -> Callable[[Tensor], Tensor]:
+    """phi' for `task.loss` (the derivative autograd takes of margin_loss(name); hinge's is 0 at
+    its kink, as relu's): the hand-written gradients of stacked perceptrons use it."""
+    slopes: dict[str, Callable[[Tensor], Tensor]] = {
+        "hinge": lambda z: -(z < 1.0).to(z.dtype),
+        "quadratic_hinge": lambda z: -2.0 * F.relu(1.0 - z),
+        "mse": lambda z: -2.0 * (1.0 - z),
+        "soft_hinge": lambda z: -torch.sigmoid(soft_hinge_beta * (1.0 - z))}
+    if name not in slopes:
+        raise ValueError(f"task.loss={name} is not a loss: use one of {', '.join(slopes)}")
+    return slopes[name]
 
 
 def mean_loss(phi: Callable[[Tensor], Tensor], pred: Tensor, y: Tensor, alpha: float) -> Tensor:

@@ -28,7 +28,8 @@ class GridSweeper(BasicSweeper):
         report, returns, index = new_report(), [], 0
         while not self.is_done():
             batch = self.get_job_batch()
-            self.validate_batch_is_legal(batch)  # a composition error ends the sweep up front
+            if not getattr(self.launcher, "composes_up_front", False):
+                self.validate_batch_is_legal(batch)  # a composition error ends the sweep first
             results = self.launcher.launch(batch, initial_job_idx=index)
             report.add(results)  # instead of re-raising the first failed job's exception
             index += len(batch)

@@ -10,7 +10,8 @@ Every job stays an ordinary run: its own run directory, lock, Hydra record, hist
 and summary, which plots.py, eval.py and a plain train.py (resuming it alone) read as any other.
 A job no stack can train (another optimizer, gradient compression, a pruning experiment) runs
 as an ordinary run after the stacks, with one line saying why; a job with a bad value fails
-alone, with one line, as in any sweep.
+alone, with one line, as in any sweep. Each stack adds a line to <sweep dir>/stacks.jsonl: its
+jobs, slots, wall time, step (eager or compiled) and slot occupancy.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,18 +31,23 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from src.core.errors import UserError, one_line
-from src.core.files import remove_if_empty
+from src.core.files import append_jsonl, remove_if_empty
 from src.lifecycle.lock import LOCK_WAIT_ENV
 from src.lifecycle.record import JobRecord, quiet_runs
 from src.sweeps.report import JobResult, sweep_failure
 
 log = logging.getLogger(__name__)
 
+STACKS = "stacks.jsonl"  # in the sweep folder: one line per stack (jobs, slots, time, occupancy)
+
 
 class StackedLauncher(Launcher):
     """slots: places per stack (an integer, or auto: what half the free memory holds);
     n_jobs: how many trials tune.py hands over at once (train.py -m hands over its whole grid);
     compile: torch.compile the regimes step (true, false, or auto: for long runs)."""
+
+    # it composes every job's config before it trains any, so a sweeper need not check them first
+    composes_up_front = True
 
     def __init__(self, slots: int | str = "auto", n_jobs: int = 16,
                  compile: bool | str = "auto") -> None:
@@ -65,18 +72,18 @@ class StackedLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         configs = [self.job_config(list(o), initial_job_idx + n)
                    for n, o in enumerate(job_overrides)]
+        tasks = [task_config(c) for c in configs]
         returns: list[JobReturn | None] = [None] * len(configs)
         groups: dict[str, list[int]] = defaultdict(list)
         alone: list[tuple[int, str]] = []
-        for n, config in enumerate(configs):
-            task_cfg = task_config(config)
+        for n, (config, task_cfg) in enumerate(zip(configs, tasks, strict=True)):
             try:
                 check_config(task_cfg)
                 groups[f"{kind(task_cfg)}:{key(task_cfg)}"].append(n)
             except NotStackable as e:
                 alone.append((n, str(e)))
             except UserError as e:  # a bad value fails this job alone
-                returns[n] = self.failed(config, e)
+                returns[n] = self.failed(config, task_cfg, e)
         for members in list(groups.values()):
             if len(members) == 1:
                 alone.append((members[0], "no other job of the sweep shares its stack"))
@@ -84,8 +91,8 @@ class StackedLauncher(Launcher):
         log.info("stacked: %d job(s): %d in %d stack(s), %d alone", len(configs),
                  sum(len(m) for m in stacks), len(stacks), len(alone))
         for members in stacks:
-            for n, result in zip(members, self.run_stack([configs[n] for n in members]),
-                                 strict=True):
+            done = self.run_stack([configs[n] for n in members], [tasks[n] for n in members])
+            for n, result in zip(members, done, strict=True):
                 returns[n] = result
         for n, reason in sorted(alone):
             log.info("stacked: job #%d runs alone: %s", initial_job_idx + n, reason)
@@ -109,16 +116,16 @@ class StackedLauncher(Launcher):
             config.hydra.runtime.output_dir = os.path.abspath(out)
         return config
 
-    def run_stack(self, configs: list[DictConfig]) -> list[JobReturn]:
+    def run_stack(self, configs: list[DictConfig], tasks: list[DictConfig]) -> list[JobReturn]:
+        """Train the jobs of one stack (their whole configs and their task configs)."""
         from src.tasks.stacked.group import run_group
         from src.tasks.stacked.slots import StackJob
 
         jobs = []
-        for config in configs:
+        for config, task_cfg in zip(configs, tasks, strict=True):
             run_dir = Path(config.hydra.runtime.output_dir)
-            task_cfg = task_config(config)
-            jobs.append(StackJob(task_cfg, run_dir,
-                                 JobRecord(run_dir, copy.deepcopy(task_cfg), config.hydra),
+            # a stack never changes its jobs' configs, so the record may share them
+            jobs.append(StackJob(task_cfg, run_dir, JobRecord(run_dir, task_cfg, config.hydra),
                                  f"job #{config.hydra.job.num}"))
         assert self.config is not None
         configure_log(self.config.hydra.job_logging, self.config.hydra.verbose)
@@ -131,6 +138,11 @@ class StackedLauncher(Launcher):
                   if occupancy.offered_queued else "")
         log.info("stacked: %d run(s) in %d slot(s), %.0f s; slots %.0f%% full%s", len(jobs),
                  report.slots, report.wall_s, 100 * occupancy.share(), waited)
+        append_jsonl(Path(str(self.config.hydra.sweep.dir)) / STACKS, {
+            "jobs": len(jobs), "slots": report.slots, "wall_s": report.wall_s,
+            "step": report.step, "occupancy": occupancy.share(),
+            "occupancy_while_queued": occupancy.share(queued=True) if waited else None,
+            "finished_at": time.time()})
         out = []
         for n, (config, job) in enumerate(zip(configs, jobs, strict=True)):
             outcome = report.outcomes[n]
@@ -142,18 +154,17 @@ class StackedLauncher(Launcher):
                 summary = outcome.summary
                 result = JobResult(summary.get("status", "completed"), outcome.objective,
                                    str(job.run_dir))
-            out.append(job_return(config, result))
+            out.append(job_return(config, job.cfg, result))
         return out
 
-    def failed(self, config: DictConfig, e: Exception) -> JobReturn:
+    def failed(self, config: DictConfig, task_cfg: DictConfig, e: Exception) -> JobReturn:
         run_dir = Path(config.hydra.runtime.output_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        task_cfg = task_config(config)
-        record = JobRecord(run_dir, copy.deepcopy(task_cfg), config.hydra)
+        record = JobRecord(run_dir, task_cfg, config.hydra)
         log.error("job in %s failed: %s", run_dir, one_line(e))
         result = sweep_failure(e, run_dir, record)
         record.close()
-        return job_return(config, result)
+        return job_return(config, task_cfg, result)
 
 
 def task_config(config: DictConfig) -> DictConfig:
@@ -164,9 +175,9 @@ def task_config(config: DictConfig) -> DictConfig:
     return task_cfg
 
 
-def job_return(config: DictConfig, result: JobResult) -> JobReturn:
+def job_return(config: DictConfig, task_cfg: DictConfig, result: JobResult) -> JobReturn:
     ret = JobReturn()
-    ret.cfg = task_config(config)
+    ret.cfg = task_cfg
     ret.hydra_cfg = OmegaConf.create({"hydra": config.hydra})
     ret.overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
     ret.working_dir = os.getcwd()

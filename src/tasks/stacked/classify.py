@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
 from src.averaging.stacked import StackedEMA
 from src.data.bundle import DataBundle
+from src.data.loader import Draw
 from src.engine.fast_path import FastPath
 from src.engine.stack import Stack
 from src.engine.trainer import Diverged, Trainer, epoch_seed
@@ -41,7 +41,7 @@ class SlotRun:
     member: Member
     task: Classify
     trainer: Trainer
-    batches: Iterator[tuple[Tensor, Tensor]] | None = None
+    batches: Iterator[Draw] | None = None
     dropout: torch.Generator | None = None
     step_in_epoch: int = 0
     lrs: list[float] = field(default_factory=list)
@@ -120,7 +120,7 @@ class ClassifyStack:
         assert run is not None
         task, seed = run.task, run.task.cfg.seed
         epoch = task.state.epoch
-        run.batches = task.data.train.batches(
+        run.batches = task.data.train.draws(
             torch.Generator(device=self.device).manual_seed(epoch_seed(seed, epoch, 0)))
         run.dropout = (torch.Generator(device=self.device).manual_seed(epoch_seed(seed, epoch, 1))
                        if self.stack.sites else None)
@@ -145,23 +145,31 @@ class ClassifyStack:
         for k, run in active:
             if run.batches is None:
                 self.start_epoch(k)
-            x, y = next(run.batches)
-            self.x[k].copy_(x)
-            self.y[k].copy_(y)
+        # each slot's own draws, one batch built for all (empty places keep their last one)
+        draws = [next(run.batches) for _, run in active]
+        if len(active) == self.slots:
+            self.data.train.assemble(draws, out=(self.x.view(-1, *self.x.shape[2:]),
+                                                 self.y.view(-1)))
+        else:
+            x, y = self.data.train.assemble(draws)
+            rows = [k for k, _ in active]
+            self.x[rows], self.y[rows] = x.view(-1, *self.x.shape[1:]), y.view(len(rows), -1)
         stack, slots, batch = self.stack, self.slots, self.batch
         masks = (stack.masks(batch, [r.dropout if r is not None else None for r in self.runs])
                  if stack.sites else None)
-        stack.flat.grad = None
+        stack.zero_grad()
         with self.fast.autocast():
             logits = stack.forward(self.x, masks)
             losses = F.cross_entropy(logits.reshape(slots * batch, -1), self.y.reshape(-1),
                                      reduction="none").view(slots, batch).mean(1)
         losses.sum().backward()
-        grad = stack.flat.grad
+        grad = stack.grad
         with torch.no_grad():
-            norm = grad.norm(dim=1)
-            grad.mul_(torch.where(torch.isfinite(self.clip),
-                                  (self.clip / (norm + 1e-6)).clamp(max=1.0), 1.0).view(-1, 1))
+            if any(r is not None and r.task.cfg.trainer.grad_clip for r in self.runs):
+                norm = grad.norm(dim=1)  # each slot's whole gradient, as clip_grad_norm_'s
+                grad.mul_(torch.where(torch.isfinite(self.clip),
+                                      (self.clip / (norm + 1e-6)).clamp(max=1.0),
+                                      1.0).view(-1, 1))
             self.opt.step(grad, self.lr[self.pos, self.arange])
             if self.ema is not None:
                 self.ema.update(self.ema_w[self.pos, self.arange])
@@ -215,7 +223,7 @@ class ClassifyStack:
         self.store(slot)
         task, trainer = run.task, run.trainer
         train_s = time.perf_counter() - run.t_epoch
-        flat, grad = self.stack.flat.detach()[slot], self.stack.flat.grad[slot]
+        flat, grad = self.stack.flat[slot], self.stack.grad[slot]
         record = trainer.epoch_record(task.state.epoch, task.state.step, run.lrs[-1],
                                       run.sums, run.seen, train_s,
                                       self.stack.rows(flat), self.stack.rows(grad))

@@ -150,9 +150,11 @@ def run_group(jobs: list[StackJob], slots: int | str, lock_wait_s: float = 0.0,
         longest = max(regimes.step_budget(job.cfg) for job in jobs)
         fast = compiled(compile, longest, device)
         log.info("stacked regimes step: %s", "torch.compile'd" if fast else "eager")
-        return Slots(jobs, count, lambda job: regimes.lifecycle(job.cfg, job.run_dir,
-                                                                   job.record),
-                     build, lambda: RegimesStack(template, count, fast), lock_wait_s).run()
+        report = Slots(jobs, count, lambda job: regimes.lifecycle(job.cfg, job.run_dir,
+                                                                     job.record),
+                       build, lambda: RegimesStack(template, count, fast), lock_wait_s).run()
+        report.step = "compiled" if fast else "eager"
+        return report
     bundle = build_data(first.dataset, first.batch_size * first.workers,
                         first.trainer.eval_batch_size, device)
     scratch = Path(os.devnull)

@@ -12,6 +12,7 @@ exactly the steps its solo run would be, so its history is its solo run's.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from torch.func import functional_call, grad, vmap
 from src.engine.stack import Stack
 from src.lifecycle.record import logging_for
 from src.lifecycle.run import Outcome
+from src.models.mean_field import Perceptron
+from src.regimes.losses import margin_loss_slope
 from src.tasks.regimes import Regimes
 from src.tasks.stacked.slots import Member
 
@@ -54,7 +57,7 @@ class RegimesStack:
         self.dt = torch.zeros(slots, dtype=dtype, device=dev)
         self.f0 = torch.zeros(slots, self.ptr, dtype=dtype, device=dev)
         self.runs: list[SlotRun | None] = [None] * slots
-        self.step = self.make_step(compiled)
+        self.step = self.make_step(template, compiled)
 
     def admit(self, slot: int, member: Member) -> None:
         task = member.task
@@ -141,11 +144,38 @@ class RegimesStack:
         for _, run in running:
             run.task.progress_.step += steps
 
-    def make_step(self, compiled: bool) -> Callable[..., None]:
+    def make_step(self, template: Regimes, compiled: bool) -> Callable[..., None]:
         """step(flat, idx, f0, alpha, dt): one SGD step of every slot, w <- w - dt grad, the
         gradient of each slot's mean loss phi(alpha y pred) / alpha on its batch idx (K, B) of
-        the training set (all of it in full batch), by torch.func; torch.compile'd if
-        `compiled` (one kernel or a few for the tiny networks of the study)."""
+        the training set (all of it in full batch). A perceptron's gradient is written out
+        (phi' y x / sqrt(d), two batched products); other networks' comes from torch.func.
+        torch.compile'd if `compiled`."""
+        step = (self.perceptron_step(template) if isinstance(template.model, Perceptron)
+                else self.functional_step())
+        return torch.compile(step, dynamic=False) if compiled else step
+
+    def perceptron_step(self, template: Regimes) -> Callable[..., None]:
+        data, full = self.data, self.full_batch
+        task = template.task
+        slope = margin_loss_slope(task.loss, task.soft_hinge_beta)
+        root_d = math.sqrt(data.train_x[0].numel())
+        x_all = data.train_x.flatten(1)
+
+        def step(flat: Tensor, idx: Tensor, f0: Tensor, alpha: Tensor, dt: Tensor) -> None:
+            if full:
+                out = flat @ x_all.t() / root_d  # (K, P)
+                y, f0b = data.train_y, f0
+            else:
+                x = x_all[idx]  # (K, B, d)
+                out = torch.bmm(x, flat.unsqueeze(-1)).squeeze(-1) / root_d
+                y, f0b = data.train_y[idx], f0.gather(1, idx)
+            coef = slope(alpha.view(-1, 1) * y * (out - f0b)) * y  # (K, B)
+            g = (coef @ x_all if full else torch.bmm(coef.unsqueeze(1), x).squeeze(1))
+            flat.sub_(dt.view(-1, 1) * g / (coef.shape[1] * root_d))
+
+        return step
+
+    def functional_step(self) -> Callable[..., None]:
         stack, phi, data, full = self.stack, self.phi, self.data, self.full_batch
 
         def slot_loss(row: Tensor, x: Tensor, y: Tensor, f0: Tensor, alpha: Tensor) -> Tensor:
@@ -162,4 +192,4 @@ class RegimesStack:
                              alpha)
             flat.sub_(dt.view(-1, 1) * g)
 
-        return torch.compile(step, dynamic=False) if compiled else step
+        return step

@@ -100,6 +100,7 @@ class StackReport:
     """What a stacked group did: every job's result (or error), the occupancy, the time."""
 
     slots: int
+    step: str = "eager"  # how the engine steps: eager or compiled
     outcomes: dict[int, Result | BaseException] = field(default_factory=dict)
     occupancy: Occupancy = field(default_factory=Occupancy)
     wall_s: float = 0.0

@@ -389,3 +389,22 @@ def test_cifar_files_pickled_by_python3_with_str_keys_load_too(tmp_path):
     assert data.train_x.shape == (15, 3, 32, 32)
     assert torch.equal(data.train_x[0].flatten(),
                        torch.from_numpy(written["data_batch_1"][b"data"][0]))
+
+
+def test_batches_of_several_runs_assembled_together_are_each_runs_own():
+    """Stacked runs draw their batches from their own generators and build them in one go:
+    the same numbers as each batch built alone."""
+    x = torch.randint(0, 256, (40, 3, 6, 6), dtype=torch.uint8)
+    data = DeviceData(x, torch.arange(40), (100.0, 90.0, 80.0), (50.0, 60.0, 70.0), 8,
+                      shuffle=True, drop_last=True, crop_padding=2, flip=True)
+    no_crop = DeviceData(x, torch.arange(40), (100.0, 90.0, 80.0), (50.0, 60.0, 70.0), 8,
+                         shuffle=True, drop_last=True, flip=True)
+    for source in (data, no_crop):  # no crop: gathered from a normalised copy, into buffers
+        alone = [list(source.batches(torch.Generator().manual_seed(s))) for s in (1, 2, 3)]
+        draws = [list(source.draws(torch.Generator().manual_seed(s))) for s in (1, 2, 3)]
+        out = (torch.empty(24, 3, 6, 6), torch.empty(24, dtype=torch.int64))
+        for step in range(len(source)):
+            for xs, ys in (source.assemble([d[step] for d in draws]),
+                           source.assemble([d[step] for d in draws], out=out)):
+                assert torch.equal(xs, torch.cat([a[step][0] for a in alone]))
+                assert torch.equal(ys, torch.cat([a[step][1] for a in alone]))

@@ -45,7 +45,7 @@ def test_outputs_gradients_and_running_statistics_are_each_slots_own(name, make,
         alone.sum().backward()
         torch.testing.assert_close(out[k], alone, rtol=RTOL, atol=ATOL)
         grad = torch.cat([p.grad.reshape(-1) for p in net.parameters()])
-        torch.testing.assert_close(stack.flat.grad[k], grad, rtol=RTOL, atol=ATOL)
+        torch.testing.assert_close(stack.grad[k], grad, rtol=RTOL, atol=ATOL)
         for buffer_name, b in net.named_buffers():  # running statistics moved per slot
             torch.testing.assert_close(stack.buffers[buffer_name][k], b, rtol=RTOL, atol=ATOL)
 

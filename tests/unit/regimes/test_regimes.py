@@ -17,7 +17,7 @@ from src.models.mean_field import (
     perceptron,
 )
 from src.regimes.data import cifar_animal, depleted_sign, mnist_parity, teacher_student
-from src.regimes.losses import margin_loss, mean_loss
+from src.regimes.losses import margin_loss, margin_loss_slope, mean_loss
 from src.regimes.observables import alignment, jacobian, ntk_stats, weight_norms
 from src.tasks.regimes import loss_ladder, sde_gradient, step_size
 from tests.helpers.datafiles import write_cifar10, write_mnist_tree
@@ -258,3 +258,11 @@ def test_presets_are_the_seed_sweeps(preset):
         assert (cfg.model.depth, cfg.model.width, cfg.model.activation) == (5, 128, "gelu")
         assert cfg.task.alpha == (32768 if preset.endswith("lazy") else 1)
     assert params is None or "batch_size" in params
+
+
+@pytest.mark.parametrize("name", ["hinge", "quadratic_hinge", "soft_hinge", "mse"])
+def test_each_loss_slope_is_the_derivative_autograd_takes(name):
+    z = torch.cat([torch.linspace(-3, 3, 61, dtype=torch.float64),
+                   torch.tensor([1.0], dtype=torch.float64)]).requires_grad_()
+    (want,) = torch.autograd.grad(margin_loss(name, 7.0)(z).sum(), z)
+    torch.testing.assert_close(margin_loss_slope(name, 7.0)(z.detach()), want)

@@ -34,7 +34,8 @@ CLASSIFY = {
     # digits, the default MLP with momentum, cosine and two EMAs
     "mlp": (["debug=fast", "epochs=3", "device=cpu", *QUIET],
             [["seed=0"], ["seed=1", "optimizer.lr=0.05", "averaging.decays=[0.5,0.999]"],
-             ["seed=2", "scheduler=constant", "optimizer.momentum=0.5"]]),
+             ["seed=2", "scheduler=constant", "optimizer.momentum=0.5"],
+             ["seed=3", "trainer.grad_clip=0.5"]]),
     # dropout per slot, augmentation per slot, Adam
     "mnist_cnn": (["model=mnist_cnn", "optimizer=adam", "epochs=3", "device=cpu",
                    "averaging=none", *TINY_IMAGES, *QUIET],
@@ -54,6 +55,8 @@ PERCEPTRON = [*SMALL_REGIMES, "dataset.source.d=8", "dataset.ptr=64", "dataset.p
 REGIMES = {
     "perceptron": (PERCEPTRON, [["task.dt=0.5"], ["task.dt=2", "seed=1", "task.alpha=4"],
                                 ["task.temp=0.05", "seed=2"]]),
+    "perceptron, full batch": (PERCEPTRON, [["batch_size=null", "task.dt=1"],
+                                            ["batch_size=null", "task.dt=4", "seed=1"]]),
     "mf_mlp": ([*SMALL_REGIMES, "model=mf_mlp", "model.width=8", "model.depth=2",
                 "dataset.source.d=8", "dataset.ptr=64", "dataset.pte=64", "batch_size=8",
                 "task.max_step=120"],
@@ -65,10 +68,11 @@ REGIMES = {
 }
 
 
-def stacked(folder: Path, configs: list[list[str]], slots: int | None = None) -> list[Path]:
+def stacked(folder: Path, configs: list[list[str]], slots: int | None = None,
+            compile: bool = False) -> list[Path]:
     jobs = [StackJob(compose_train(c), folder / f"run{i}", name=f"#{i}")
             for i, c in enumerate(configs)]
-    report = run_group(jobs, slots or len(jobs))
+    report = run_group(jobs, slots or len(jobs), compile=compile)
     for outcome in report.outcomes.values():
         assert not isinstance(outcome, BaseException), outcome
     return [j.run_dir for j in jobs]
@@ -107,12 +111,21 @@ def test_each_regimes_run_of_a_stack_is_the_run_trained_alone(family, tmp_path):
         assert_same_run(got, want, RTOL64, ATOL64)
 
 
+@pytest.mark.parametrize("family", ["perceptron", "mf_mlp"])
+def test_the_compiled_regimes_step_is_the_run_trained_alone(family, tmp_path):
+    common, each = REGIMES[family]
+    configs = [[*common, *e] for e in each]
+    for got, want in zip(stacked(tmp_path / "stacked", configs, compile=True),
+                         alone(tmp_path / "alone", configs), strict=True):
+        assert_same_run(got, want, RTOL64, ATOL64)
+
+
 def test_a_diverging_run_leaves_its_neighbours_as_a_stack_without_it(tmp_path):
     common, each = CLASSIFY["mlp"]
     good = [[*common, *e] for e in each]
     diverging = [*common, "seed=5", "optimizer.lr=1e6"]
     runs = stacked(tmp_path / "with", [good[0], diverging, good[2]])
-    without = stacked(tmp_path / "without", good)
+    without = stacked(tmp_path / "without", good[:3])
     status = read_json(runs[1] / "summary.json")
     assert status["status"] == "diverged" and "training loss is" in status["error"]
     for k in (0, 2):  # same places, same numbers, bit for bit
