@@ -27,6 +27,8 @@ if [ "$DRY" = 1 ]; then
   COMPRESSION=(--models mlp --batch 16 --samples 256 --epochs 2 --packing-elements 65536 --rounds 2)
   EVALUATION=(--model mlp --images 64 --batch 32 --pairs 2)  # 12 states
   PRUNING=(--models bn_cnn --keep 0.5 --pairs 2 --batch 8)
+  STACKED=(--setups resnet20 perceptron --runs 3 --steps 50 --ptr 256 --images 256 --epochs 1
+           --rounds 1)
 else
   if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "gpu.sh: no CUDA GPU is visible: on a CPU-only machine run bash benchmarks/gpu.sh --dry" >&2
@@ -39,6 +41,8 @@ else
   COMPRESSION=(--models mnist_cnn resnet20 --batch 64 --samples 8192 --epochs 3 --rounds 3)
   EVALUATION=(--model resnet20 --images 10000 --batch 1000 --pairs 5)
   PRUNING=(--models resnet20 vgg16_bn --keep 0.5 0.2 --pairs 9 --batch 256)
+  STACKED=(--setups resnet20 --runs 8 --images 8192 --epochs 2 --rounds 2)
+  STACKED_WIDE=(--setups perceptron --runs 256 --steps 300 --rounds 1)
 fi
 step() { echo "== gpu.sh: $*" >&2; }
 step "tests marked cuda on $DEVICE"
@@ -52,4 +56,10 @@ step "final evaluation: one state at a time vs all together"
 "$PY" benchmarks/evaluation.py "${EVALUATION[@]}" --device "$DEVICE" --out "$OUT/evaluation.json"
 step "exported pruned networks: measured speed-ups"
 "$PY" benchmarks/pruning.py "${PRUNING[@]}" --device "$DEVICE" --out "$OUT/pruning.json"
-step "done: $OUT/{cuda_tests.xml,throughput,compression,evaluation,pruning}.json"
+step "stacked runs against one process per run: ResNet-20 x 8, perceptron x 256"
+"$PY" benchmarks/stacked.py "${STACKED[@]}" --device "$DEVICE" --out "$OUT/stacked.json"
+if [ "$DRY" = 0 ]; then
+  "$PY" benchmarks/stacked.py "${STACKED_WIDE[@]}" --device "$DEVICE" \
+    --out "$OUT/stacked_wide.json"
+fi
+step "done: $OUT/{cuda_tests.xml,throughput,compression,evaluation,pruning,stacked}.json"

@@ -2,7 +2,7 @@
 benchmarks/results/cpu/, then one Markdown table of their headline ratios written into
 benchmarks/README.md between the `bench:start` and `bench:end` markers.
 
-    .venv/bin/python benchmarks/suite.py                      # the whole suite (under 10 minutes)
+    .venv/bin/python benchmarks/suite.py                      # the whole suite (about 15 minutes)
     .venv/bin/python benchmarks/suite.py --only pruning evaluation
     .venv/bin/python benchmarks/suite.py --quick --out /tmp/b --readme /tmp/b/README.md  # smoke
 """
@@ -37,6 +37,10 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
     "regimes": (["--steps", "1000", "--pairs", "5", "--ntk-n", "128"],
                 ["--steps", "100", "--pairs", "2", "--ptr", "512", "--ntk-n", "8", "--width",
                  "16", "--depth", "2", "--inputs", "10"]),
+    "stacked": (["--setups", "perceptron", "zero_loss", "records", "--steps", "3000", "--images",
+                 "3000", "--rounds", "3"],
+                ["--setups", "perceptron", "--runs", "3", "--steps", "50", "--ptr", "256",
+                 "--rounds", "1"]),
     "throughput": (["--models", "resnet20", "--images", "768", "--eval-images", "200", "--epochs",
                     "2", "--rounds", "5"],
                    ["--models", "mlp", "--batches", "32", "--images", "300", "--epochs", "1",
@@ -100,9 +104,27 @@ def rows_throughput(d: dict) -> list[list[str]]:
     return out
 
 
+def rows_stacked(d: dict) -> list[list[str]]:
+    out = []
+    for r in d["results"]:
+        if r["setup"] == "zero_loss":
+            out.append(["stacked", f"{r['runs']} perceptrons to zero loss ({r['steps_min']} to "
+                        f"{r['steps_max']} steps) in {r['slots']} slots: occupancy while jobs "
+                        f"waited (overall {100 * r['occupancy']:.0f}%)",
+                        f"{100 * r['occupancy_while_jobs_waited']:.0f}%", "-", "one sweep"])
+            continue
+        what = {"perceptron": "regimes perceptron grid", "records": "mnist_mlp record grid",
+                "resnet20": "ResNet-20 seeds"}[r["setup"]]
+        out.append(["stacked", f"{what}: samples/s, stacked vs the best of basic and joblib "
+                    f"({', '.join(r['stacked_step'])} step)",
+                    f"{r['stacked_vs_best']['ratio']:.2f}x", _spread(r["stacked_vs_best"], "ratio"),
+                    f"{r['rounds']} rotating rounds"])
+    return out
+
+
 ROWS: dict[str, Callable[[dict], list[list[str]]]] = {
     "evaluation": rows_evaluation, "pruning": rows_pruning, "compression": rows_compression,
-    "regimes": rows_regimes, "throughput": rows_throughput}
+    "regimes": rows_regimes, "stacked": rows_stacked, "throughput": rows_throughput}
 
 
 def table(results: dict[str, dict], info: dict, seconds: dict[str, float]) -> str:

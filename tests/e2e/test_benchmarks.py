@@ -40,3 +40,19 @@ def test_optimizer_benchmark_reports_its_ratios(tmp_path):
     assert result["step_ratio_vs_sgd_m"]["sgd_m"] == 1.0
     assert set(result["step_ms"]) >= {"momo", "momo_adam", "prox_sps", "adabound", "lion"}
     assert 0 < result["norms_share_of_epoch"] < 1
+
+
+def test_the_stacked_benchmark_reports_ratios_and_occupancy(tmp_path):
+    out = tmp_path / "stacked.json"
+    proc = run_script("benchmarks/stacked.py", [
+        "--setups", "zero_loss", "records", "--runs", "4", "--zero-ptr", "64", "--images", "512",
+        "--epochs", "1", "--rounds", "1", "--out", str(out)], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    zero, records = json.loads(out.read_text())["results"]
+    assert zero["runs"] == 4 and zero["slots"] == 4 and zero["steps_min"] <= zero["steps_max"]
+    assert 0 < zero["occupancy"] <= 1
+    assert records["samples_per_sweep"] > 0  # the 7 x 3 grid ran under all three launchers
+    for key in ("basic", "joblib", "stacked"):
+        assert records[f"{key}_samples_per_s"] > 0
+    r = records["stacked_vs_best"]
+    assert r["ratio_min"] <= r["ratio"] <= r["ratio_max"]

@@ -169,6 +169,7 @@ def test_the_gpu_kits_dry_mode_as_the_readme_shows_it(tmp_path):
     tests = (out / "cuda_tests.xml").read_text()
     assert 'failures="0"' in tests and 'errors="0"' in tests and 'skipped="0"' in tests
     assert 'tests="0"' not in tests
+
     def spread(r: dict, rounds: int = 2) -> None:  # harness.ratio over rotating rounds
         assert 0 < r["ratio_min"] <= r["ratio"] <= r["ratio_max"] and r["rounds"] == rounds
 
@@ -192,6 +193,11 @@ def test_the_gpu_kits_dry_mode_as_the_readme_shows_it(tmp_path):
     for r in rows:
         assert r["speedup_min"] <= r["speedup"] <= r["speedup_max"]
         assert r["max_abs_diff"] <= 1e-4 and r["params"] < r["params_reference"]
+    stacked = json.loads((out / "stacked.json").read_text())["results"]
+    assert [r["setup"] for r in stacked] == ["resnet20", "perceptron"]
+    for r in stacked:
+        assert 0 < r["stacked_vs_best"]["ratio_min"] <= r["stacked_vs_best"]["ratio_max"]
+        assert r["stacked_samples_per_s"] > 0 and r["samples_per_sweep"] > 0
     bad = subprocess.run(["bash", "benchmarks/gpu.sh", "--fast"], cwd=ROOT, text=True,
                          capture_output=True)
     assert bad.returncode == 2 and "unknown argument --fast" in bad.stderr

@@ -75,6 +75,7 @@ class ClassifyStack:
         self.ema_w = (torch.zeros(self.steps, slots, len(ema.decays), dtype=torch.float64,
                                   device=dev) if ema is not None else None)
         self.clip = torch.full((slots,), float("inf"), dtype=dtype, device=dev)
+        self.clips = [False] * slots
         self.pos = torch.zeros(slots, dtype=torch.int64, device=dev)
         self.interval = torch.zeros(slots, 2, dtype=torch.float64, device=dev)
         self.arange = torch.arange(slots, device=dev)
@@ -94,9 +95,16 @@ class ClassifyStack:
             self.ema.load_slot(slot, task.ema)
         clip = task.cfg.trainer.grad_clip
         self.clip[slot] = float(clip) if clip else float("inf")
+        self.clips[slot] = bool(clip)
+
+    @property
+    def clipping(self) -> bool:
+        """Whether a slot clips its gradient (known on the host: no sync)."""
+        return any(self.clips)
 
     def vacate(self, slot: int) -> None:
         self.runs[slot] = None
+        self.clips[slot] = False
         self.lr[:, slot] = 0  # an empty place computes but never moves
 
     def store(self, slot: int, everything: bool = True) -> None:
@@ -165,7 +173,7 @@ class ClassifyStack:
         losses.sum().backward()
         grad = stack.grad
         with torch.no_grad():
-            if any(r is not None and r.task.cfg.trainer.grad_clip for r in self.runs):
+            if self.clipping:
                 norm = grad.norm(dim=1)  # each slot's whole gradient, as clip_grad_norm_'s
                 grad.mul_(torch.where(torch.isfinite(self.clip),
                                       (self.clip / (norm + 1e-6)).clamp(max=1.0),

@@ -123,6 +123,7 @@ class Slots:
         self.lock_wait_s, self.label = lock_wait_s, label
         self.report = StackReport(slots)
         self.members: list[Member | None] = [None] * slots
+        self.retry_at = 0.0  # when jobs waiting for a held directory are tried again
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -163,9 +164,12 @@ class Slots:
         return self.report
 
     def fill(self, engine: Engine, pending: deque[int], busy_since: dict[int, float]) -> None:
-        """Give every free place to a waiting job (a run goes back to the place it had)."""
+        """Give every free place to a waiting job (a run goes back to the place it had). Jobs
+        whose directories other processes hold are tried again twice a second, not every step."""
         free = [k for k, m in enumerate(self.members) if m is None]
         if not free or not pending:
+            return
+        if time.monotonic() < self.retry_at and all(i in busy_since for i in pending):
             return
         waiting = list(pending)
         pending.clear()
@@ -193,7 +197,9 @@ class Slots:
             except OSError as e:  # a folder it cannot write
                 self.done(i, e)
                 continue
+            busy_since.pop(i, None)
             self.enter(engine, i, slot, lock)
+        self.retry_at = time.monotonic() + 0.5
 
     def enter(self, engine: Engine, i: int, slot: int, lock: RunLock) -> None:
         job = self.jobs[i]
