@@ -48,8 +48,8 @@ def test_jobs_that_add_or_drop_keys_are_composed_alone():
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF)))
     master = loader.load_configuration("train", [], RunMode.MULTIRUN)
     composer = Composer(loader, master)
-    for overrides in (["+extra=1", "seed=0"], ["~trainer.keep_epochs", "seed=1"], ["optimizer=adam"],
-                      ["optimizer=sgd"]):
+    for overrides in (["+extra=1", "seed=0"], ["~trainer.keep_epochs", "seed=1"],
+                      ["optimizer=adam"], ["optimizer=sgd"]):
         want = loader.load_sweep_config(master, overrides)
         assert OmegaConf.to_yaml(composer.compose(overrides)) == OmegaConf.to_yaml(want)
     assert len(composer.kinds) == 2  # one per optimizer choice; + and ~ never shared
