@@ -42,17 +42,13 @@ def test_optimizer_benchmark_reports_its_ratios(tmp_path):
     assert 0 < result["norms_share_of_epoch"] < 1
 
 
-def test_the_stacked_benchmark_reports_ratios_and_occupancy(tmp_path):
+def test_the_stacked_benchmark_reports_the_slots_occupancy(tmp_path):
+    """zero_loss (its own path); the launcher comparisons run in the GPU kit's dry mode
+    (tests/e2e/test_readme.py) and the records grid in make bench."""
     out = tmp_path / "stacked.json"
-    proc = run_script("benchmarks/stacked.py", [
-        "--setups", "zero_loss", "records", "--runs", "4", "--zero-ptr", "64", "--images", "512",
-        "--epochs", "1", "--rounds", "1", "--out", str(out)], timeout=600)
+    proc = run_script("benchmarks/stacked.py", ["--setups", "zero_loss", "--runs", "4",
+                                                "--zero-ptr", "64", "--out", str(out)])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    zero, records = json.loads(out.read_text())["results"]
+    (zero,) = json.loads(out.read_text())["results"]
     assert zero["runs"] == 4 and zero["slots"] == 4 and zero["steps_min"] <= zero["steps_max"]
-    assert 0 < zero["occupancy"] <= 1
-    assert records["samples_per_sweep"] > 0  # the 7 x 3 grid ran under all three launchers
-    for key in ("basic", "joblib", "stacked"):
-        assert records[f"{key}_samples_per_s"] > 0
-    r = records["stacked_vs_best"]
-    assert r["ratio_min"] <= r["ratio"] <= r["ratio_max"]
+    assert 0 < zero["occupancy"] <= 1 and zero["occupancy_while_jobs_waited"] is None

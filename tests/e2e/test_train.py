@@ -167,10 +167,13 @@ def test_help_lists_the_groups_and_their_options():
 
 @pytest.mark.slow
 def test_figure1_sweep_is_15_trainings_with_5_decays_each(tmp_path):
+    # stacked: its 5 schedules x 3 seeds differ only in what a stack lets its runs differ in
     proc = run_script("train.py", ["-m", "experiment=ema_resnet20_cifar10", "debug=fast",
                                    *SMALL_FAKE, "model=mlp", f"hydra.sweep.dir={tmp_path}",
-                                   "trainer.progress=false", "trainer.tensorboard=false"])
+                                   "trainer.progress=false", "trainer.tensorboard=false",
+                                   "hydra/launcher=stacked"])
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "stacked: 15 job(s): 15 in 1 stack(s), 0 alone" in proc.stdout + proc.stderr
     runs = [summary(d) for d in tmp_path.iterdir() if d.is_dir()]
     assert len(runs) == 15 and all(r["status"] == "completed" for r in runs)
     decays = ("0.9", "0.99", "0.999", "0.9995", "0.9997")

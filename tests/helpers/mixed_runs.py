@@ -1,7 +1,8 @@
 """A folder of mixed runs, made by train.py itself, as a researcher's outputs/runs looks after a
 while: two optimizers x two learning rates x two seeds (recording per-sample correctness), a
-diverged run, a failed run, a compressed run with two workers, a small regimes sweep, pruning
-experiments (magnitude, PFP) and an optimizer record smoke run on fake data.
+diverged run, a failed run, a compressed run with two workers, a small regimes sweep (stacked
+runs: three stacks of three), pruning experiments (magnitude, PFP) and an optimizer record smoke
+run on fake data.
 
 The figure tests draw every figure kind from it; `python -m tests.helpers.mixed_runs docs/figures`
 builds it in a temporary folder and draws the committed README figures from it.
@@ -25,7 +26,7 @@ SWEEPS = {
     "compressed": ["debug=fast", "epochs=3", "optimizer=compressed_sgd_vote", "num_bits=2",
                    "workers=2", "trainer.log_every=1"],
     "regimes": ["task=regimes", "debug=fast", "epochs=200", "task.max_wall=20",
-                "batch_size=4,16,64", "task.dt=0.1,1,10"],
+                "batch_size=4,16,64", "task.dt=0.1,1,10", "hydra/launcher=stacked"],
     "pruning": ["pruning=magnitude,pfp", "debug=fast", "epochs=3",
                 "pruning.retrain_epochs=1", "pruning.keep_ratios.count=3",
                 "pruning.speed.pairs=3"],
