@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import logging
 import os
 import pickle
@@ -92,16 +93,28 @@ def digits(split_seed: int = 0, test_fraction: float = 0.2) -> RawData:
     (fixed, independent of any run seed): a random permutation, the last
     round(test_fraction * N) samples are the test set.
     """
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = torch.from_numpy(bunch.images).float().unsqueeze(1)
-    y = torch.from_numpy(bunch.target).long()
+    images, target = bundled_digits()
+    x = torch.from_numpy(images).float().unsqueeze(1)
+    y = torch.from_numpy(target).long()
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(split_seed))
     n_test = round(test_fraction * len(y))
     train_idx, test_idx = perm[: len(y) - n_test], perm[len(y) - n_test :]
     mean, std = _channel_stats(x[train_idx])
     return RawData(x[train_idx], y[train_idx], x[test_idx], y[test_idx], 10, mean, std)
+
+
+def bundled_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The digits file scikit-learn ships (what sklearn.datasets.load_digits reads: images
+    (1797, 8, 8) float64 and labels int), read without importing sklearn, which costs a second
+    of every run's start-up."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("dataset=digits reads scikit-learn's bundled digits: pip install "
+                        "scikit-learn (requirements.txt has it)")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, "rt") as f:
+        data = np.loadtxt(f, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
 
 
 _IDX_FILES = (

@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 from urllib.error import URLError
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -408,3 +409,14 @@ def test_batches_of_several_runs_assembled_together_are_each_runs_own():
                            source.assemble([d[step] for d in draws], out=out)):
                 assert torch.equal(xs, torch.cat([a[step][0] for a in alone]))
                 assert torch.equal(ys, torch.cat([a[step][1] for a in alone]))
+
+
+def test_the_bundled_digits_are_what_scikit_learn_loads():
+    from sklearn.datasets import load_digits
+
+    from src.data.sources import bundled_digits
+
+    images, target = bundled_digits()
+    bunch = load_digits()
+    assert np.array_equal(images, bunch.images) and images.dtype == bunch.images.dtype
+    assert np.array_equal(target, bunch.target)
