@@ -182,6 +182,33 @@ def per_trial_sampler(factory: Callable[[int | None], Any], seed: int | None) ->
     return PerTrialSampler()
 
 
+def beating_storage(url: str, **kwargs: Any) -> Any:
+    """An RDBStorage that records a trial's first heartbeat the moment the trial starts running
+    (asked, or a waiting trial popped). Optuna fails only trials whose heartbeat went stale: a
+    process killed after asking but before its heartbeat thread first beat would otherwise leave
+    a RUNNING trial that no restart ever fails."""
+    import optuna
+
+    class BeatingStorage(optuna.storages.RDBStorage):
+        # Optuna's cache in front of an RDBStorage creates trials through this method
+        def _create_new_trial(self, study_id: int, template_trial: Any = None) -> Any:
+            trial = super()._create_new_trial(study_id, template_trial)
+            if (self.heartbeat_interval is not None
+                    and trial.state == optuna.trial.TrialState.RUNNING):
+                self.record_heartbeat(trial._trial_id)
+            return trial
+
+        def set_trial_state_values(self, trial_id: int, state: Any,
+                                   values: Any = None) -> bool:
+            changed = super().set_trial_state_values(trial_id, state, values)
+            if (changed and self.heartbeat_interval is not None
+                    and state == optuna.trial.TrialState.RUNNING):
+                self.record_heartbeat(trial_id)
+            return changed
+
+    return BeatingStorage(url, **kwargs)
+
+
 class Heartbeat:
     """Records a heartbeat for each running trial every `interval` seconds (Optuna does this
     only inside study.optimize; tune.py asks and tells)."""
@@ -278,7 +305,7 @@ class StudySweeper(Sweeper):
         while True:
             try:
                 with quiet_optuna():
-                    return optuna.storages.RDBStorage(
+                    return beating_storage(
                         url, engine_kwargs=engine,
                         heartbeat_interval=self.heartbeat_interval or None,
                         grace_period=self.grace_period, heartbeat_stale_trial_callback=retry)
