@@ -71,6 +71,14 @@ def batch_job() -> str | None:
     return f"{job}_{task}" if task else job
 
 
+def gone_from_this_host(owner: dict[str, Any]) -> bool:
+    """True if `owner` (as this_owner wrote it) is a process of this host that no longer runs
+    (or whose pid now names another process). False for another host's process: only its
+    silence tells."""
+    return (owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int)
+            and not _alive(owner["pid"], owner.get("start")))
+
+
 def this_owner() -> dict[str, Any]:
     pid = os.getpid()
     return {"host": socket.gethostname(), "pid": pid, "start": _start_time(pid),
@@ -168,7 +176,7 @@ class RunLock:
         if not owner:  # being written this instant, or a foreign file: judge by its age
             return self._age(self.path) > STALE_S
         if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
-            return not _alive(owner["pid"], owner.get("start"))
+            return gone_from_this_host(owner)
         job = batch_job()
         if job is not None and owner.get("job") == job:  # requeued onto another node
             return True

@@ -5,9 +5,10 @@ Configured like Hydra's Optuna sweeper (`hydra.sweeper.params`, `n_trials`, `n_j
 - identity: without `study_name`, the study is named from what defines the search (dataset,
   model and objective, readably, plus a digest of the fixed overrides, the search space, the
   objective and the direction), so different searches never share a study;
-- dead trials: a heartbeat marks a trial whose process died as FAIL once `grace_period` seconds
-  pass without it (`retry_dead=N` queues such a trial again, up to N times; it then resumes from
-  its run directory's checkpoint);
+- dead trials: a trial whose tune.py process is gone from this host is FAIL as soon as another
+  tune.py process looks (before each batch); one of another host once its heartbeat has been
+  silent for `grace_period` seconds (`retry_dead=N` queues such a trial again, up to N times;
+  it then resumes from its run directory's checkpoint);
 - new points after a restart and across processes: the sampler is seeded per trial from
   (`sampler.seed`, trial number), so a restarted or second process never replays the proposals
   of the first, while one process on a fresh study stays reproducible;
@@ -23,6 +24,7 @@ Configured like Hydra's Optuna sweeper (`hydra.sweeper.params`, `n_trials`, `n_j
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -34,6 +36,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from src.core.errors import ConfigError, report_user_errors
 from src.core.files import GROUPS
 from src.core.keys import neutral
+from src.lifecycle.lock import gone_from_this_host, this_owner
 from src.sweeps.report import new_report
 from src.tasks import check_config
 
@@ -182,16 +186,30 @@ def per_trial_sampler(factory: Callable[[int | None], Any], seed: int | None) ->
     return PerTrialSampler()
 
 
+OWNER = "trainkit:owner"  # a trial's system attribute: the tune.py process that runs it
+
+
 def beating_storage(url: str, **kwargs: Any) -> Any:
-    """An RDBStorage that records a trial's first heartbeat the moment the trial starts running
-    (asked, or a waiting trial popped). Optuna fails only trials whose heartbeat went stale: a
-    process killed after asking but before its heartbeat thread first beat would otherwise leave
-    a RUNNING trial that no restart ever fails."""
+    """An RDBStorage whose trials say who runs them and beat from their first moment.
+
+    A trial asked here is created, in the same transaction, with the system attribute `OWNER`
+    (this process's host, pid and start time: `fail_dead_trials` fails it at once when that
+    process is gone from this host) and, right after, its first heartbeat (Optuna fails only
+    trials whose heartbeat went stale, so a process killed before its heartbeat thread first
+    beat would leave a RUNNING trial that no other host ever fails). A waiting trial (enqueued,
+    or a dead one queued again) gets both when it is popped.
+    """
     import optuna
 
     class BeatingStorage(optuna.storages.RDBStorage):
         # Optuna's cache in front of an RDBStorage creates trials through this method
         def _create_new_trial(self, study_id: int, template_trial: Any = None) -> Any:
+            if template_trial is None:  # study.ask: a running trial, owned by this process
+                template_trial = optuna.trial.FrozenTrial(
+                    number=-1, state=optuna.trial.TrialState.RUNNING, value=None,
+                    datetime_start=datetime.now(), datetime_complete=None, params={},
+                    distributions={}, user_attrs={}, system_attrs={OWNER: this_owner()},
+                    intermediate_values={}, trial_id=-1)
             trial = super()._create_new_trial(study_id, template_trial)
             if (self.heartbeat_interval is not None
                     and trial.state == optuna.trial.TrialState.RUNNING):
@@ -201,12 +219,40 @@ def beating_storage(url: str, **kwargs: Any) -> Any:
         def set_trial_state_values(self, trial_id: int, state: Any,
                                    values: Any = None) -> bool:
             changed = super().set_trial_state_values(trial_id, state, values)
-            if (changed and self.heartbeat_interval is not None
-                    and state == optuna.trial.TrialState.RUNNING):
-                self.record_heartbeat(trial_id)
+            if changed and state == optuna.trial.TrialState.RUNNING:
+                self.set_trial_system_attr(trial_id, OWNER, this_owner())
+                if self.heartbeat_interval is not None:
+                    self.record_heartbeat(trial_id)
             return changed
 
     return BeatingStorage(url, **kwargs)
+
+
+def fail_dead_trials(study: Any) -> None:
+    """FAIL the running trials of processes that are gone: at once for a process of this host
+    (its owner's pid no longer runs), after the heartbeat's grace period for another host's.
+    Dead trials are queued again as `retry_dead` says, either way."""
+    import optuna
+
+    storage = study._storage
+    with quiet_optuna():
+        optuna.storages.fail_stale_trials(study)  # other hosts: silent for grace_period
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner = trial.system_attrs.get(OWNER)
+        if not isinstance(owner, dict) or not gone_from_this_host(owner):
+            continue
+        try:
+            if storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL):
+                failed.append(trial._trial_id)
+                log.info("trial %d: its process (pid %s on %s) is gone: FAIL", trial.number,
+                         owner.get("pid"), owner.get("host"))
+        except optuna.exceptions.UpdateFinishedTrialError:  # another process failed it first
+            pass
+    retry = storage.get_heartbeat_stale_trial_callback()
+    if retry is not None:
+        for trial_id in failed:
+            retry(study, copy.deepcopy(storage.get_trial(trial_id)))
 
 
 class Heartbeat:
@@ -396,8 +442,8 @@ class StudySweeper(Sweeper):
         report = new_report()
         to_go, index, batch = self.n_trials, 0, self.batch_size()
         while to_go > 0:
+            fail_dead_trials(study)
             with quiet_optuna():
-                optuna.storages.fail_stale_trials(study)  # trials of dead processes: FAIL
                 trials = [study.ask(fixed_distributions=space) for _ in range(min(batch, to_go))]
             jobs = [[*fixed_args, *(f"{k}={override_value(v)}" for k, v in t.params.items()),
                      f"hydra.sweeper.study_name={name}"] for t in trials]
@@ -416,8 +462,7 @@ class StudySweeper(Sweeper):
                          result.objective, result.run_dir)
             index += len(trials)
             to_go -= len(trials)
-        with quiet_optuna():
-            optuna.storages.fail_stale_trials(study)
+        fail_dead_trials(study)
         report.print()
         self.write_best(study, fixed, objective)
 

@@ -103,13 +103,15 @@ def tune_args(folder: Path, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 def test_a_killed_search_restarts_without_leftovers_or_replayed_points(tmp_path):
-    args = tune_args(tmp_path, "epochs=40", "hydra.sweeper.sampler.seed=0",
-                     "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2")
+    """kill -9 mid-trial, then at once a restart with retry_dead=1: the killed trial is FAIL
+    at once (its process is gone from this host; the heartbeat's grace period is the default
+    180 s), queued again, and its run resumes from its checkpoint; no point is proposed twice."""
+    args = tune_args(tmp_path, "epochs=40", "hydra.sweeper.sampler.seed=0")
     db = tmp_path / "optuna.db"
     first = start("tune.py", [*args, "hydra.sweeper.n_trials=5"], tmp_path / "first.log")
 
-    def one_done_one_running() -> bool:
-        if not db.exists():
+    def one_done_one_running_with_a_checkpoint() -> bool:
+        if not db.exists() or len(list(tmp_path.glob("*/checkpoint.pt"))) < 2:
             return False
         try:
             states = [t.state for t in study_trials(db)]
@@ -118,17 +120,25 @@ def test_a_killed_search_restarts_without_leftovers_or_replayed_points(tmp_path)
         return (optuna.trial.TrialState.COMPLETE in states
                 and states[-1] == optuna.trial.TrialState.RUNNING)
 
-    wait_for(one_done_one_running, what="a trial to complete and the next to run")
+    wait_for(one_done_one_running_with_a_checkpoint,
+             what="a trial to complete and the next to checkpoint")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     killed = len(study_trials(db))
-    proc = run_script("tune.py", [*args, "hydra.sweeper.n_trials=3"])
+    proc = run_script("tune.py", [*args, "hydra.sweeper.n_trials=3",
+                                  "hydra.sweeper.retry_dead=1"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "is gone: FAIL" in proc.stdout + proc.stderr
     trials = study_trials(db)
     states = [t.state.name for t in trials]
-    assert "RUNNING" not in states  # the killed trial was failed by its missing heartbeat
+    assert "RUNNING" not in states and "WAITING" not in states
     assert states.count("FAIL") == 1 and states.count("COMPLETE") == killed - 1 + 3
-    points = [tuple(sorted(t.params.items())) for t in trials]
+    (dead,) = [t for t in trials if t.state.name == "FAIL"]
+    (retried,) = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert retried.state.name == "COMPLETE" and retried.params == dead.params
+    logs = "".join(p.read_text() for p in Path(retried.user_attrs["run_dir"]).glob("*.log"))
+    assert "resuming" in logs  # from the killed trial's checkpoint
+    points = [tuple(sorted(t.params.items())) for t in trials if t is not dead]
     assert len(set(points)) == len(points)  # the restart proposed new points
 
 
