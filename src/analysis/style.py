@@ -31,7 +31,8 @@ STYLE = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fonts
 matplotlib.rcParams.update(STYLE)  # figures are drawn in their own process (plots.py)
 
 # How a run that did not finish normally is drawn: never as a value.
-MARKERS = {"diverged": dict(marker="x", ms=5, mew=1.2),
+MARKERS = {"pruned": dict(marker="D", ms=3.5, mfc="none", mew=1.0),  # tune.py's pruner
+           "diverged": dict(marker="x", ms=5, mew=1.2),
            "failed": dict(marker="v", ms=4, mfc="none", mew=1.0),
            "interrupted": dict(marker="v", ms=4, mfc="none", mew=1.0),
            "unfinished": dict(marker="o", ms=4, mfc="none", mew=1.0),

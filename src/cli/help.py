@@ -88,12 +88,17 @@ def tune_help() -> str:
         f"  sampler        {sweeper.sampler._target_.split('.')[-1]:<22} "
         f"hydra/sweeper/sampler=tpe|random|cmaes|grid|nsgaii; hydra.sweeper.sampler.seed=0 "
         f"for a reproducible fresh study",
-        f"  dead trials    marked failed after {sweeper.grace_period} s without a heartbeat "
+        f"  pruner         {sweeper.pruner._target_.split('.')[-1]:<22} "
+        f"hydra/sweeper/pruner=none|median|percentile|successive_halving|hyperband: stops "
+        f"a trial early on its objective per epoch",
+        f"  dead trials    marked failed at once when their tune.py process is gone from this "
+        f"host, else after {sweeper.grace_period} s without a heartbeat "
         f"(hydra.sweeper.retry_dead=N retries them)",
         "",
         "Examples:",
         "  python tune.py hydra.sweeper.n_trials=50 objective=ema_0.99/val_acc model=resnet20",
         "  python tune.py hydra/launcher=joblib hydra.launcher.n_jobs=2   # 2 trials at a time",
+        "  python tune.py hydra/sweeper/pruner=median   # stop trials worse than the median",
         "  python tune.py hydra/launcher=submitit_slurm hydra.launcher.partition=gpu",
         "",
         "Every train.py key and group works here too (python train.py --help lists them).",

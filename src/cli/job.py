@@ -27,6 +27,7 @@ from src.core.files import SUMMARY, read_json, remove_if_empty
 from src.lifecycle.lock import LOCK_WAIT_ENV, RunDirBusy, RunLock
 from src.lifecycle.record import JobRecord
 from src.sweeps.report import JobResult, record_failure
+from src.sweeps.trial import reporter_for
 from src.tasks import task_run
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,15 @@ def train_task(cfg: DictConfig) -> float | JobResult:
     main = distributed.process_rank() == 0  # under torchrun rank 0 alone locks, writes, prints
     if not main:
         logging.getLogger().setLevel(logging.WARNING)
-    record = JobRecord(run_dir, copy.deepcopy(cfg), hydra_cfg) if main else None
     lock: AbstractContextManager = (RunLock(run_dir, float(os.environ.get(LOCK_WAIT_ENV, 0)))
                                     if main else nullcontext())
+    record = None
     try:
         try:
+            # a tune.py trial with a pruner reports each epoch to its study (src/sweeps/trial.py)
+            report = (reporter_for(cfg, hydra_cfg, distributed.launched_by_torchrun())
+                      if main and in_sweep else None)
+            record = JobRecord(run_dir, copy.deepcopy(cfg), hydra_cfg, report) if main else None
             with lock:
                 try:
                     objective = task_run(cfg)(cfg, run_dir, record)

@@ -25,7 +25,7 @@ STEPS = "steps.jsonl"  # one record per log interval
 SUMMARY = "summary.json"
 TENSORBOARD = "tb"
 RUN_FILES = (SUMMARY, HISTORY, CHECKPOINT)  # a directory holding any of them holds a run
-FINISHED = ("completed", "diverged")  # statuses of a run that a rerun reuses, not retrains
+FINISHED = ("completed", "diverged", "pruned")  # statuses a rerun reuses, never retrains
 
 
 def kept_checkpoint(epoch: int) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -84,11 +84,16 @@ class JobRecord:
     finished, would rewrite a finished run's record. The job wrapper opens one JobRecord per
     job and hands it to the task, whose lifecycle starts it right before the run writes into
     the directory.
+
+    report: called with each record the run appends to history.jsonl (an epoch; a regimes
+    observation point), or None: a tune.py trial's pruner, which raises lifecycle.run.Pruned to
+    stop the run.
     """
 
-    def __init__(self, run_dir: Path, task_cfg: DictConfig, hydra_cfg: DictConfig) -> None:
+    def __init__(self, run_dir: Path, task_cfg: DictConfig, hydra_cfg: DictConfig,
+                 report: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.run_dir = Path(run_dir).resolve()
-        self.task_cfg, self.hydra_cfg = task_cfg, hydra_cfg
+        self.task_cfg, self.hydra_cfg, self.report = task_cfg, hydra_cfg, report
         self.handler: logging.Handler | None = None
 
     def start(self) -> None:
@@ -177,12 +182,15 @@ class RunLog:
     history: the records already written by the run being resumed (from its checkpoint); the
     file is rewritten to exactly these, and TensorBoard events from optimizer step `step` on are
     purged (every scalar is logged against the optimizer step).
+    report: called with each new record once it is written (JobRecord.report).
     """
 
     def __init__(self, run_dir: Path, tensorboard: bool, history: list[dict], step: int,
-                 write: bool = True) -> None:
+                 write: bool = True,
+                 report: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.history = list(history)
+        self.report = report
         self.write = write  # False on every rank but 0 of a torchrun job
         self.writer = None
         if not write:
@@ -205,6 +213,8 @@ class RunLog:
         """One epoch's record: appended to history.jsonl and logged as scalars at its last step."""
         self.history.append(record)
         self._append(HISTORY, record, "epoch")
+        if self.report is not None:
+            self.report(record)
 
     def append_step(self, record: dict) -> None:
         """One log interval's record (train loss and accuracy over the interval, level usage)."""

@@ -8,8 +8,9 @@ stacked runs to come).
               (RunLog), cut back to the checkpoint
     train     the task trains, saving through `save` (one payload builder: format, digest,
               history, and the task's own state)
-    summary   status (completed, diverged; failed or interrupted, then re-raised), the metrics
-              and the objective (the worst one for a diverged run), timings
+    summary   status (completed, diverged, pruned; failed or interrupted, then re-raised), the
+              metrics and the objective (the worst one for a diverged run, the last reported
+              value for a pruned one), timings
 
 A task supplies only what is its own (the Task protocol): how to build its parts, its state,
 and how to train.
@@ -37,6 +38,15 @@ from src.lifecycle.identity import finished_result, reused_objective, versions
 from src.lifecycle.record import JobRecord, RunLog
 
 log = logging.getLogger(__name__)
+
+
+class Pruned(Exception):
+    """A tune.py trial's pruner stopped the run at `step` (an epoch, or a regimes step), where
+    its objective was `value`."""
+
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(f"pruned at {step} with {value}")
+        self.step, self.value = step, value
 
 
 @dataclass
@@ -150,6 +160,9 @@ class Lifecycle:
             except Diverged as e:
                 log.warning("diverged: %s", e)
                 outcome = Outcome("diverged", error=str(e))
+            except Pruned as e:  # raised once the record is written: checkpoint that point
+                self.saver(task)()
+                outcome = Outcome("pruned", fields={"pruned_at": e.step}, objective=e.value)
         except BaseException as e:  # record why the run stopped, then let it propagate
             self.abort(task, e)
             raise
@@ -174,7 +187,8 @@ class Lifecycle:
             log.info("resuming %s from its checkpoint (step %d)", self.run_dir, step)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_log = RunLog(self.run_dir, self.tensorboard, self.history, step,
-                              write=self.write)
+                              write=self.write,
+                              report=self.record.report if self.record is not None else None)
         self.summary: dict[str, Any] = {"config_digest": self.digest, **task.facts()}
         if self.objective_name is not None:
             self.summary.update(host=socket.gethostname(), pid=os.getpid(), versions=versions())

@@ -18,7 +18,7 @@ from src.core.files import RUN_FILES, SUMMARY, write_json_atomic
 from src.lifecycle.lock import RunDirBusy
 from src.lifecycle.record import JobRecord
 
-ORDER = ("completed", "diverged", "failed", "busy")
+ORDER = ("completed", "pruned", "diverged", "failed", "busy")
 LABEL = {"busy": "in use by another process"}
 
 
@@ -26,7 +26,7 @@ LABEL = {"busy": "in use by another process"}
 class JobResult:
     """What one sweep job returns to its sweeper (a float for sweepers that expect one)."""
 
-    status: str  # completed | diverged | failed | busy
+    status: str  # completed | pruned (tune.py's pruner stopped it) | diverged | failed | busy
     objective: float | None
     run_dir: str
     error: str | None = None

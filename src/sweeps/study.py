@@ -59,7 +59,8 @@ from src.core.files import GROUPS
 from src.core.keys import neutral
 from src.lifecycle.lock import gone_from_this_host, this_owner
 from src.sweeps.report import new_report
-from src.tasks import check_config
+from src.sweeps.trial import check_prunable
+from src.tasks import check_config, history_keys
 
 log = logging.getLogger(__name__)
 
@@ -302,12 +303,14 @@ class StudySweeper(Sweeper):
     def __init__(self, sampler: functools.partial, direction: str | None, storage: str | None,
                  study_name: str | None, n_trials: int, n_jobs: int | None, params: DictConfig,
                  heartbeat_interval: int = 60, grace_period: int = 180,
-                 retry_dead: int = 0) -> None:
+                 retry_dead: int = 0, pruner: Any = None, trial: int | None = None) -> None:
+        """pruner: an optuna pruner (conf/hydra/sweeper/pruner/); trial: set in each trial's job
+        only (the number its reports go to, src/sweeps/trial.py)."""
         self.sampler, self.direction, self.storage_url = sampler, direction, storage
         self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
         self.params = params or {}
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
-        self.retry_dead = retry_dead
+        self.retry_dead, self.pruner = retry_dead, pruner
         self.config: DictConfig | None = None
         self.launcher: Any = None
 
@@ -395,10 +398,18 @@ class StudySweeper(Sweeper):
             try:
                 with read_write(cfg), open_dict(cfg):
                     check_config(cfg)
+                    if self.pruning:
+                        check_prunable(cfg, history_keys(cfg))
                 return
             except ConfigError as e:
                 errors.append(e)
         raise errors[0]
+
+    @property
+    def pruning(self) -> bool:
+        import optuna
+
+        return self.pruner is not None and not isinstance(self.pruner, optuna.pruners.NopPruner)
 
     # -- the search ---------------------------------------------------------------------------
 
@@ -427,11 +438,16 @@ class StudySweeper(Sweeper):
         with read_write(self.config), open_dict(self.config):
             self.config.hydra.sweeper.study_name = name  # the sweep dir interpolates it
         fixed_args = [f"{k}={v}" for k, v in fixed.items()]
+        launcher = str(self.config.hydra.launcher._target_)
+        if self.pruning and launcher.endswith("StackedLauncher"):
+            raise ConfigError("hydra/launcher=stacked trains trials without reporting each epoch "
+                              "to a pruner: use hydra/sweeper/pruner=none with it, or the basic, "
+                              "joblib or submitit launcher")
         self.check_trials(fixed_args, space)
         storage = self.open_storage(name)
         sampler = self.make_sampler(space)
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
-                                    direction=direction, load_if_exists=True)
+                                    pruner=self.pruner, direction=direction, load_if_exists=True)
         if study.direction.name.lower() != direction:
             raise ConfigError(f"study {name} in {storage.url} was created to "
                               f"{study.direction.name.lower()}: use another "
@@ -446,7 +462,8 @@ class StudySweeper(Sweeper):
             with quiet_optuna():
                 trials = [study.ask(fixed_distributions=space) for _ in range(min(batch, to_go))]
             jobs = [[*fixed_args, *(f"{k}={override_value(v)}" for k, v in t.params.items()),
-                     f"hydra.sweeper.study_name={name}"] for t in trials]
+                     f"hydra.sweeper.study_name={name}", f"hydra.sweeper.trial={t.number}"]
+                    for t in trials]
             ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
                    for t in trials]
             with Heartbeat(storage, ids, self.heartbeat_interval):
@@ -455,6 +472,8 @@ class StudySweeper(Sweeper):
                 trial.set_user_attr("run_dir", result.run_dir)
                 if result.status in ("completed", "diverged") and result.objective is not None:
                     study.tell(trial, result.objective)
+                elif result.status == "pruned":  # its value: the last one it reported
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 else:
                     trial.set_user_attr("error", result.error or result.status)
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)

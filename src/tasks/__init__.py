@@ -28,6 +28,14 @@ def task_run(cfg: DictConfig) -> Run:
     return getattr(module, name)
 
 
+def history_keys(cfg: DictConfig) -> set[str] | None:
+    """The keys every history.jsonl record of `cfg`'s run holds, if the task knows them before
+    the run (a classify run's); None otherwise."""
+    module, _ = _module(cfg)
+    keys = getattr(module, "history_keys", None)
+    return keys(cfg) if keys is not None else None
+
+
 def check_config(cfg: DictConfig) -> None:
     """The task's own checks of `cfg` (one-line ConfigError), run before anything is written:
     tune.py runs them once on its first trial's config, so a mistake every trial would make

@@ -23,11 +23,11 @@ CONVERGED = ("zero_loss", "margin")  # a run stopped for these reasons fitted it
 
 
 def state(run: Run) -> str:
-    """converged | unconverged (stopped by a budget: wall time, steps, passes) | diverged |
-    failed | unfinished."""
+    """converged | unconverged (stopped by a budget: wall time, steps, passes) | pruned (by
+    tune.py's pruner) | diverged | failed | unfinished."""
     if run.status == "completed":
         return "converged" if run.summary.get("stop_reason") in CONVERGED else "unconverged"
-    return run.status if run.status in ("diverged", "unfinished") else "failed"
+    return run.status if run.status in ("pruned", "diverged", "unfinished") else "failed"
 
 
 def phase_diagram(runs: list[Run], opts: Options, out_dir: Path) -> Result:
@@ -85,7 +85,7 @@ def plane(rows: pd.DataFrame, metric: str, title: str | None, out_dir: Path, ste
         d.add_series("converged", list(conv["run"]), B=cells["B"], dt=cells["dt"],
                      value=shown, n=cells["n"])
     counts = {}
-    for status in ("unconverged", "diverged", "failed", "unfinished"):
+    for status in ("unconverged", "pruned", "diverged", "failed", "unfinished"):
         part = rows[rows["state"] == status]
         counts[status] = len(part)
         if len(part):

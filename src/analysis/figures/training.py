@@ -15,7 +15,7 @@ from src.analysis.runs import Run, aggregate, history_frame
 from src.analysis.style import MARKERS, Drawing, figure, legend_below, status_handles
 from src.core.errors import ConfigError
 
-ENDED_EARLY = ("diverged", "failed", "interrupted")
+ENDED_EARLY = ("pruned", "diverged", "failed", "interrupted")
 X_LABEL = {"epoch": "Epoch", "step": "Optimizer step"}
 
 
@@ -24,7 +24,7 @@ def no_history_reason(run: Run, metric: str) -> str:
         return f"no {metric} in its history.jsonl"
     if run.summary.get("kind") == "pruning":
         return "a pruning experiment (its cells hold the training histories)"
-    if run.status in ("diverged", "failed", "interrupted"):
+    if run.status in ENDED_EARLY:
         return f"{run.status} before its first epoch ended"
     return "no history.jsonl records yet"
 
@@ -41,7 +41,8 @@ def band(ax, metric: str, x: np.ndarray, mean: np.ndarray, std: np.ndarray, colo
 
 def curves(runs: list[Run], opts: Options, out_dir: Path) -> Result:
     """`metric` against epoch (or step), one line per setting: the mean over its seeds with a
-    +-std band. A run that diverged, failed or was interrupted ends with its status marker."""
+    +-std band. A run that was pruned, diverged, failed or was interrupted ends with its status
+    marker."""
     metric, x = opts.metric or "val_acc", opts.x
     d = Drawing("curves", metric)
     have = []
@@ -87,7 +88,8 @@ def curves(runs: list[Run], opts: Options, out_dir: Path) -> Result:
 def lr_stability(runs: list[Run], opts: Options, out_dir: Path) -> Result:
     """The final `metric` (summary.json) against the learning rate on a log axis, one curve per
     setting (mean and +-std over seeds). Runs without a final value (diverged, failed,
-    unfinished) are marks at the worst edge of the axis, counted in the legend, never values."""
+    unfinished, pruned) are marks at the worst edge of the axis, counted in the legend, never
+    values."""
     metric, lr = opts.metric or "val_acc", "optimizer.lr"
     d = Drawing("lr_stability", metric)
     have = []
@@ -113,7 +115,7 @@ def lr_stability(runs: list[Run], opts: Options, out_dir: Path) -> Result:
     ax = axes[0][0]
     edge = ax.get_xaxis_transform()  # x in data, y in axes: 0 is the bottom, 1 the top
     worst = 0.0 if labels.higher_is_better(metric) else 1.0
-    counts = {"diverged": 0, "failed": 0, "interrupted": 0, "unfinished": 0}
+    counts = {"pruned": 0, "diverged": 0, "failed": 0, "interrupted": 0, "unfinished": 0}
     for name, members in groups.items():
         by_lr: dict[float, list[float]] = {}
         for run in members:
