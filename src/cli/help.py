@@ -80,7 +80,8 @@ def tune_help() -> str:
         f"maximised, the rest minimised (hydra.sweeper.direction)",
         f"  n_trials       {sweeper.n_trials:<22} trials this process runs "
         f"(hydra.sweeper.n_trials; N processes on one storage run N x n_trials)",
-        "  n_jobs         launcher's n_jobs       trials launched at once (hydra.sweeper.n_jobs)",
+        "  n_jobs         launcher's n_jobs       trials in flight at all times "
+        "(hydra.sweeper.n_jobs; hydra.sweeper.asynchronous=false: in batches)",
         "  study          <dataset>-<model>-<objective>-<digest of the search> "
         "(hydra.sweeper.study_name)",
         "  storage        outputs/tune/<study>/optuna.db (hydra.sweeper.storage; "

@@ -12,8 +12,11 @@ Configured like Hydra's Optuna sweeper (`hydra.sweeper.params`, `n_trials`, `n_j
 - new points after a restart and across processes: the sampler is seeded per trial from
   (`sampler.seed`, trial number), so a restarted or second process never replays the proposals
   of the first, while one process on a fresh study stays reproducible;
-- parallel trials: each batch of `n_jobs` trials (default: the launcher's n_jobs) is launched at
-  once, so a parallel launcher really runs them side by side;
+- parallel trials: `n_jobs` trials (default: the launcher's n_jobs) are in flight at all times;
+  when one ends the next is asked for and launched at once (`asynchronous=false`, and the
+  stacked launcher: batches of `n_jobs`, each waiting for the slowest);
+- pruners (`hydra/sweeper/pruner=`): each trial reports its objective at every history record
+  and stops, as status `pruned`, when the pruner says so (src/sweeps/trial.py);
 - failed jobs: a trial whose job failed (bad setting, crash) is FAIL with its reason as user
   attribute `error`; a diverged run is COMPLETE with the worst objective (0 for an accuracy, +inf
   for a loss). The search goes on either way; the end reports every trial's outcome;
@@ -35,6 +38,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -299,18 +303,102 @@ def override_value(value: Any) -> str:
     return str(value)
 
 
+class Trials:
+    """Asks, launches and tells the trials of one tune.py process.
+
+    run_batches: `n` trials at a time, the next batch once the slowest has ended (a stacked
+    launcher trains a batch as stacks). run_lanes: `lanes` trials in flight at all times; when
+    one ends, the next is asked for and launched at once (each lane hands the launcher one job;
+    asks and tells take turns, so TPE's constant liar sees every trial in flight).
+    """
+
+    def __init__(self, study: Any, storage: Any, space: dict[str, Any], fixed_args: list[str],
+                 launcher: Any, report: Any, objective: str, heartbeat: int) -> None:
+        self.study, self.storage, self.space, self.fixed_args = study, storage, space, fixed_args
+        self.launcher, self.report, self.objective = launcher, report, objective
+        self.heartbeat = heartbeat
+        self.study_id = storage.get_study_id_from_name(study.study_name)
+        self.lock = threading.Lock()  # the sampler, the report and the job numbers are shared
+        self.to_go, self.index, self.stop = 0, 0, threading.Event()
+
+    def ask(self, n: int) -> tuple[list[Any], int]:
+        """n new trials (fewer if the budget is spent) and the first one's job index."""
+        with self.lock:
+            n = min(n, self.to_go) if not self.stop.is_set() else 0
+            fail_dead_trials(self.study)
+            with quiet_optuna():
+                trials = [self.study.ask(fixed_distributions=self.space) for _ in range(n)]
+            index, self.index, self.to_go = self.index, self.index + n, self.to_go - n
+            return trials, index
+
+    def launch(self, trials: list[Any], index: int) -> None:
+        jobs = [[*self.fixed_args, *(f"{k}={override_value(v)}" for k, v in t.params.items()),
+                 f"hydra.sweeper.trial={t.number}"] for t in trials]
+        ids = [self.storage.get_trial_id_from_study_id_trial_number(self.study_id, t.number)
+               for t in trials]
+        with Heartbeat(self.storage, ids, self.heartbeat):
+            returns = self.launcher.launch(jobs, initial_job_idx=index)
+        with self.lock:
+            for trial, result in zip(trials, self.report.add(returns), strict=True):
+                self.tell(trial, result)
+
+    def tell(self, trial: Any, result: Any) -> None:
+        import optuna
+
+        trial.set_user_attr("run_dir", result.run_dir)
+        if result.status in ("completed", "diverged") and result.objective is not None:
+            self.study.tell(trial, result.objective)
+        elif result.status == "pruned":  # its value: the last one it reported
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            trial.set_user_attr("error", result.error or result.status)
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        log.info("trial %d %s: %s = %s (%s)", trial.number, result.status, self.objective,
+                 result.objective, result.run_dir)
+
+    def run_batches(self, n_trials: int, batch: int) -> None:
+        self.to_go = n_trials
+        while True:
+            trials, index = self.ask(batch)
+            if not trials:
+                return
+            self.launch(trials, index)
+
+    def run_lanes(self, n_trials: int, lanes: int) -> None:
+        self.to_go = n_trials
+
+        def lane() -> None:
+            while True:
+                trials, index = self.ask(1)
+                if not trials:
+                    return
+                self.launch(trials, index)
+
+        with ThreadPoolExecutor(lanes, thread_name_prefix="trial-lane") as pool:
+            running = [pool.submit(lane) for _ in range(lanes)]
+            try:
+                while not all(f.done() for f in running):
+                    wait(running, timeout=0.5)  # short waits: Ctrl-C reaches this thread
+            except BaseException:
+                self.stop.set()  # no new trial; the running ones end (Ctrl-C reached them too)
+                raise
+            for f in running:
+                f.result()  # a lane's error, raised here
+
+
 class StudySweeper(Sweeper):
     def __init__(self, sampler: functools.partial, direction: str | None, storage: str | None,
                  study_name: str | None, n_trials: int, n_jobs: int | None, params: DictConfig,
                  heartbeat_interval: int = 60, grace_period: int = 180,
-                 retry_dead: int = 0, pruner: Any = None, trial: int | None = None) -> None:
+                 retry_dead: int = 0, pruner: Any = None, trial: int | None = None,
+                 asynchronous: bool = True) -> None:
         """pruner: an optuna pruner (conf/hydra/sweeper/pruner/); trial: set in each trial's job
         only (the number its reports go to, src/sweeps/trial.py)."""
         self.sampler, self.direction, self.storage_url = sampler, direction, storage
         self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
         self.params = params or {}
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
-        self.retry_dead, self.pruner = retry_dead, pruner
+        self.retry_dead, self.pruner, self.asynchronous = retry_dead, pruner, asynchronous
         self.config: DictConfig | None = None
         self.launcher: Any = None
 
@@ -454,33 +542,14 @@ class StudySweeper(Sweeper):
                               f"hydra.sweeper.study_name")
         log.info("study %s (%s %s) in %s: %d trial(s) so far, %d to run here", name, direction,
                  objective, storage.url, len(study.trials), self.n_trials)
-        study_id = storage.get_study_id_from_name(name)
         report = new_report()
-        to_go, index, batch = self.n_trials, 0, self.batch_size()
-        while to_go > 0:
-            fail_dead_trials(study)
-            with quiet_optuna():
-                trials = [study.ask(fixed_distributions=space) for _ in range(min(batch, to_go))]
-            jobs = [[*fixed_args, *(f"{k}={override_value(v)}" for k, v in t.params.items()),
-                     f"hydra.sweeper.study_name={name}", f"hydra.sweeper.trial={t.number}"]
-                    for t in trials]
-            ids = [storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-                   for t in trials]
-            with Heartbeat(storage, ids, self.heartbeat_interval):
-                returns = self.launcher.launch(jobs, initial_job_idx=index)
-            for trial, result in zip(trials, report.add(returns), strict=True):
-                trial.set_user_attr("run_dir", result.run_dir)
-                if result.status in ("completed", "diverged") and result.objective is not None:
-                    study.tell(trial, result.objective)
-                elif result.status == "pruned":  # its value: the last one it reported
-                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                else:
-                    trial.set_user_attr("error", result.error or result.status)
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                log.info("trial %d %s: %s = %s (%s)", trial.number, result.status, objective,
-                         result.objective, result.run_dir)
-            index += len(trials)
-            to_go -= len(trials)
+        trials = Trials(study, storage, space, [*fixed_args, f"hydra.sweeper.study_name={name}"],
+                        self.launcher, report, objective, self.heartbeat_interval)
+        lanes = self.batch_size()
+        if self.asynchronous and lanes > 1 and not launcher.endswith("StackedLauncher"):
+            trials.run_lanes(self.n_trials, lanes)
+        else:  # a stacked launcher stacks each batch: it gets the whole batch at once
+            trials.run_batches(self.n_trials, lanes)
         fail_dead_trials(study)
         report.print()
         self.write_best(study, fixed, objective)

@@ -209,3 +209,35 @@ def test_parallel_trials_with_the_joblib_launcher_really_overlap(tmp_path):
     assert len(spans) == 2 and spans[1][0] < spans[0][1]  # the second began before the first ended
     pids = {summary(Path(t.user_attrs["run_dir"]))["pid"] for t in trials}
     assert len(pids) == 2 and os.getpid() not in pids
+
+
+def lane_waits(trials: list[optuna.trial.FrozenTrial]) -> list[float]:
+    """For each trial that ended while trials were still to start: seconds until the next one
+    started (a free place in the launcher waiting for work)."""
+    spans = [(s["started_at"], s["finished_at"])
+             for s in (summary(Path(t.user_attrs["run_dir"])) for t in trials)]
+    starts = sorted(start for start, _ in spans)
+    return [min(s for s in starts if s > end) - end
+            for _, end in spans if any(s > end for s in starts)]
+
+
+@pytest.mark.slow
+def test_asynchronous_trials_never_wait_for_the_slowest_one(tmp_path):
+    """Trials of 1 and 400 epochs, two in flight: when a short one ends, the next starts at
+    once (asynchronous, the default); in batches (asynchronous=false) it waits for the long
+    one of its batch."""
+    waits = {}
+    for asynchronous in ("true", "false"):
+        folder = tmp_path / asynchronous
+        proc = run_script("tune.py", tune_args(
+            folder, "hydra.sweeper.params=null", "epochs=choice(1,400)",
+            "optimizer.lr=interval(0.01,0.1)", "batch_size=32",
+            "hydra.sweeper.n_trials=6", "hydra.sweeper.sampler.seed=1",
+            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            f"hydra.sweeper.asynchronous={asynchronous}"))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        trials = study_trials(folder / "optuna.db")
+        assert sorted({t.params["epochs"] for t in trials}) == [1, 400]  # unequal lengths
+        waits[asynchronous] = lane_waits(trials)
+    assert max(waits["true"]) < 3.0, waits
+    assert max(waits["false"]) > 5.0, waits  # the same test fails in batches

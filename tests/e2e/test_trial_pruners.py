@@ -84,7 +84,7 @@ def test_a_pruner_stops_bad_trials_and_a_rerun_never_trains_them(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", [
     ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-    ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],
+    ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.sweeper.n_jobs=2"],
 ], ids=["joblib", "submitit_local"])
 def test_trials_in_other_processes_report_and_are_pruned(tmp_path, launcher):
     search(tmp_path, "hydra.sweeper.n_trials=6", *launcher)
