@@ -36,7 +36,7 @@ test-fast: setup
 test-readme: setup
 	$(PY) -m pytest -q -m readme tests/e2e/test_readme.py
 
-# The CPU benchmark suite (under 10 minutes): JSON in benchmarks/results/cpu/, the table in
+# The CPU benchmark suite (about 20 minutes): JSON in benchmarks/results/cpu/, the table in
 # benchmarks/README.md.
 bench: setup
 	$(PY) benchmarks/suite.py

@@ -2,7 +2,7 @@
 benchmarks/results/cpu/, then one Markdown table of their headline ratios written into
 benchmarks/README.md between the `bench:start` and `bench:end` markers.
 
-    .venv/bin/python benchmarks/suite.py                      # the whole suite (about 15 minutes)
+    .venv/bin/python benchmarks/suite.py                      # the whole suite (about 20 minutes)
     .venv/bin/python benchmarks/suite.py --only pruning evaluation
     .venv/bin/python benchmarks/suite.py --quick --out /tmp/b --readme /tmp/b/README.md  # smoke
 """
@@ -41,6 +41,7 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
                  "3000", "--rounds", "3"],
                 ["--setups", "perceptron", "--runs", "3", "--steps", "50", "--ptr", "256",
                  "--rounds", "1"]),
+    "tune": ([], ["--trials", "4", "--epochs", "2"]),
     "throughput": (["--models", "resnet20", "--images", "768", "--eval-images", "200", "--epochs",
                     "2", "--rounds", "5"],
                    ["--models", "mlp", "--batches", "32", "--images", "300", "--epochs", "1",
@@ -122,9 +123,24 @@ def rows_stacked(d: dict) -> list[list[str]]:
     return out
 
 
+def rows_tune(d: dict) -> list[list[str]]:
+    size, p, lanes = f"{d['trials']} trials x {d['epochs']} epochs", d["pruners"], d["lanes"]
+    out = [["tune", f"{name} pruner: epochs trained vs no pruner ({size}; best val_acc "
+            f"{p[name]['best_val_acc']:.1f} vs {p['none']['best_val_acc']:.1f})",
+            f"{p[name]['epochs_vs_none']:.2f}x", "-", "one search each"]
+           for name in ("median", "hyperband")]
+    a, b = lanes["asynchronous"], lanes["batches"]
+    out.append(["tune", f"2 trials in flight (median pruner): worker time idle, asynchronous "
+                f"(in batches: {100 * b['waiting_share']:.0f}%; median gap between a worker's "
+                f"trials {a['median_gap_s']:.2f} s vs {b['median_gap_s']:.2f} s)",
+                f"{100 * lanes['asynchronous']['waiting_share']:.0f}%", "-", "one search each"])
+    return out
+
+
 ROWS: dict[str, Callable[[dict], list[list[str]]]] = {
     "evaluation": rows_evaluation, "pruning": rows_pruning, "compression": rows_compression,
-    "regimes": rows_regimes, "stacked": rows_stacked, "throughput": rows_throughput}
+    "regimes": rows_regimes, "stacked": rows_stacked, "throughput": rows_throughput,
+    "tune": rows_tune}
 
 
 def table(results: dict[str, dict], info: dict, seconds: dict[str, float]) -> str:

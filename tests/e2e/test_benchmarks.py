@@ -52,3 +52,17 @@ def test_the_stacked_benchmark_reports_the_slots_occupancy(tmp_path):
     (zero,) = json.loads(out.read_text())["results"]
     assert zero["runs"] == 4 and zero["slots"] == 4 and zero["steps_min"] <= zero["steps_max"]
     assert 0 < zero["occupancy"] <= 1 and zero["occupancy_while_jobs_waited"] is None
+
+
+def test_the_tune_benchmark_counts_epochs_and_waiting(tmp_path):
+    out = tmp_path / "tune.json"
+    proc = run_script("benchmarks/tune.py", ["--trials", "4", "--epochs", "2", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    none = result["pruners"]["none"]
+    assert none["trials"] == 4 and none["epochs_trained"] == 8 and none["pruned"] == 0
+    for name in ("median", "hyperband"):
+        r = result["pruners"][name]
+        assert r["epochs_vs_none"] == r["epochs_trained"] / 8 <= 1
+    for r in result["lanes"].values():
+        assert 0 <= r["waiting_share"] < 1 and r["busy_s"] <= 2 * r["span_s"]
