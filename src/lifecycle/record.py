@@ -167,7 +167,8 @@ def session_end(status: str) -> Any:
     )
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
 
-    value = {"completed": "STATUS_SUCCESS", "interrupted": "STATUS_ABORTED"}.get(
+    value = {"completed": "STATUS_SUCCESS", "interrupted": "STATUS_ABORTED",
+             "pruned": "STATUS_ABORTED"}.get(
         status, "STATUS_FAILURE")
     content = HParamsPluginData(session_end_info=SessionEndInfo(status=Status.Value(value)),
                                 version=PLUGIN_DATA_VERSION)
