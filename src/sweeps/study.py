@@ -63,7 +63,7 @@ from src.core.files import GROUPS
 from src.core.keys import neutral
 from src.lifecycle.lock import gone_from_this_host, this_owner
 from src.sweeps.report import new_report
-from src.sweeps.trial import check_prunable
+from src.sweeps.trial import check_prunable, engine_kwargs, storage_url
 from src.tasks import check_config, history_keys
 
 log = logging.getLogger(__name__)
@@ -325,6 +325,8 @@ class Trials:
         """n new trials (fewer if the budget is spent) and the first one's job index."""
         with self.lock:
             n = min(n, self.to_go) if not self.stop.is_set() else 0
+            if not n:
+                return [], self.index
             fail_dead_trials(self.study)
             with quiet_optuna():
                 trials = [self.study.ask(fixed_distributions=self.space) for _ in range(n)]
@@ -394,7 +396,7 @@ class StudySweeper(Sweeper):
                  asynchronous: bool = True) -> None:
         """pruner: an optuna pruner (conf/hydra/sweeper/pruner/); trial: set in each trial's job
         only (the number its reports go to, src/sweeps/trial.py)."""
-        self.sampler, self.direction, self.storage_url = sampler, direction, storage
+        self.sampler, self.direction = sampler, direction  # storage: read by url(), as jobs do
         self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
         self.params = params or {}
         self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
@@ -417,15 +419,16 @@ class StudySweeper(Sweeper):
         n = int(n)
         return n if n > 0 else (os.cpu_count() or 1)
 
-    def default_url(self) -> str:
-        """A sqlite file in the study's folder."""
-        return f"sqlite:///{Path(self.config.hydra.sweep.dir) / 'optuna.db'}"
+    def url(self) -> str:
+        """hydra.sweeper.storage, or a sqlite file in the study's folder."""
+        assert self.config is not None
+        return storage_url(self.config.hydra.sweeper, self.config.hydra.sweep.dir)
 
     def open_storage(self, name: str) -> Any:
         import optuna
         from sqlalchemy.exc import IntegrityError
 
-        url = self.storage_url or self.default_url()
+        url = self.url()
         if url.startswith("sqlite:///"):
             folder = Path(url[len("sqlite:///"):]).expanduser().parent
             try:
@@ -434,8 +437,6 @@ class StudySweeper(Sweeper):
                 raise ConfigError(f"hydra.sweeper.storage={url}: cannot create {folder} "
                                   f"({e.strerror}): point the storage at a writable folder"
                                   ) from None
-        engine = ({"connect_args": {"timeout": 60}} if url.startswith("sqlite") else
-                  {"pool_pre_ping": True})  # concurrent writers wait instead of failing
         retry = (optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.retry_dead)
                  if self.retry_dead else None)
         attempt = 0
@@ -443,7 +444,7 @@ class StudySweeper(Sweeper):
             try:
                 with quiet_optuna():
                     return beating_storage(
-                        url, engine_kwargs=engine,
+                        url, engine_kwargs=engine_kwargs(url),
                         heartbeat_interval=self.heartbeat_interval or None,
                         grace_period=self.grace_period, heartbeat_stale_trial_callback=retry)
             except Exception as e:
@@ -526,8 +527,8 @@ class StudySweeper(Sweeper):
         with read_write(self.config), open_dict(self.config):
             self.config.hydra.sweeper.study_name = name  # the sweep dir interpolates it
         fixed_args = [f"{k}={v}" for k, v in fixed.items()]
-        launcher = str(self.config.hydra.launcher._target_)
-        if self.pruning and launcher.endswith("StackedLauncher"):
+        stacked = str(self.config.hydra.launcher._target_).endswith("StackedLauncher")
+        if self.pruning and stacked:
             raise ConfigError("hydra/launcher=stacked trains trials without reporting each epoch "
                               "to a pruner: use hydra/sweeper/pruner=none with it, or the basic, "
                               "joblib or submitit launcher")
@@ -546,7 +547,7 @@ class StudySweeper(Sweeper):
         trials = Trials(study, storage, space, [*fixed_args, f"hydra.sweeper.study_name={name}"],
                         self.launcher, report, objective, self.heartbeat_interval)
         lanes = self.batch_size()
-        if self.asynchronous and lanes > 1 and not launcher.endswith("StackedLauncher"):
+        if self.asynchronous and lanes > 1 and not stacked:
             trials.run_lanes(self.n_trials, lanes)
         else:  # a stacked launcher stacks each batch: it gets the whole batch at once
             trials.run_batches(self.n_trials, lanes)
@@ -600,7 +601,7 @@ class StudySweeper(Sweeper):
             extra += [f"{k}={override_value(v)}" for k, v in best.params.items()]
         print(f"  or: python train.py --config-dir {sweep_dir} experiment=best "
               f"{' '.join(extra)}".rstrip())
-        print(f"watch the study: optuna-dashboard {self.storage_url or self.default_url()}")
+        print(f"watch the study: optuna-dashboard {self.url()}")
 
 
 def point_at(dist: Any, where: float) -> Any:

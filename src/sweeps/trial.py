@@ -29,13 +29,11 @@ def storage_url(sweeper: DictConfig, sweep_dir: str) -> str:
     return sweeper.storage or f"sqlite:///{Path(sweep_dir) / 'optuna.db'}"
 
 
-def open_rdb(url: str, **kwargs: Any) -> Any:
-    """An RDBStorage whose sqlite writers wait for each other instead of failing."""
-    import optuna
-
-    engine = ({"connect_args": {"timeout": 60}} if url.startswith("sqlite") else
-              {"pool_pre_ping": True})
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLAlchemy settings of a study's storage: concurrent sqlite writers wait instead of
+    failing; a server connection is checked before use."""
+    return ({"connect_args": {"timeout": 60}} if url.startswith("sqlite") else
+            {"pool_pre_ping": True})
 
 
 def history_key(objective: str) -> str:
@@ -69,7 +67,7 @@ class TrialReporter:
         import optuna
 
         self.key, self.objective, self.number = history_key(objective), objective, number
-        storage = open_rdb(url)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
         self.study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
         trial_id = storage.get_trial_id_from_study_id_trial_number(
             storage.get_study_id_from_name(study_name), number)
