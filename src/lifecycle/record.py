@@ -155,6 +155,13 @@ def hparams_of(cfg: DictConfig,
     return hp
 
 
+# TensorBoard's session statuses are success, failure, running and unknown (no "aborted"): a
+# pruned or interrupted run is neither a success nor a failure, and its `status` hparam says which.
+SESSION_STATUS = {"completed": "STATUS_SUCCESS", "diverged": "STATUS_FAILURE",
+                  "failed": "STATUS_FAILURE", "pruned": "STATUS_UNKNOWN",
+                  "interrupted": "STATUS_UNKNOWN"}
+
+
 def session_end(status: str) -> Any:
     """TensorBoard's end-of-session record with the run's real status (torch's add_hparams
     always writes success)."""
@@ -167,9 +174,7 @@ def session_end(status: str) -> Any:
     )
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
 
-    value = {"completed": "STATUS_SUCCESS", "interrupted": "STATUS_ABORTED",
-             "pruned": "STATUS_ABORTED"}.get(
-        status, "STATUS_FAILURE")
+    value = SESSION_STATUS.get(status, "STATUS_FAILURE")
     content = HParamsPluginData(session_end_info=SessionEndInfo(status=Status.Value(value)),
                                 version=PLUGIN_DATA_VERSION)
     meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(

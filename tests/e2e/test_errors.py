@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tensorboard.plugins.hparams.api_pb2 import Status
 
 from tests.helpers.datafiles import write_cifar10, write_mnist_tree
-from tests.helpers.runs import ROOT, run_script, snapshot, start, train, wait_for
+from tests.helpers.runs import ROOT, hparams_of_run, run_script, snapshot, start, train, wait_for
 
 QUIET = ["trainer.progress=false", "trainer.tensorboard=false"]
 
@@ -239,8 +240,8 @@ def test_tracebacks_are_there_for_developers_who_ask(place):
 
 def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
     run_dir = tmp_path / "run"
-    proc = start("train.py", ["debug=fast", "epochs=200", *QUIET, f"hydra.run.dir={run_dir}"],
-                 tmp_path / "log")
+    proc = start("train.py", ["debug=fast", "epochs=200", "trainer.progress=false",
+                              f"hydra.run.dir={run_dir}"], tmp_path / "log")
     # history.jsonl is created empty when the run is set up: wait for a trained epoch in it
     wait_for(lambda: (run_dir / "history.jsonl").exists() and (
         run_dir / "history.jsonl").read_text().strip(), what="the first epoch")
@@ -251,6 +252,8 @@ def test_ctrl_c_is_one_line_that_says_how_to_resume(tmp_path):
     (line,) = [x for x in out.splitlines() if x.startswith("interrupted:")]
     assert str(run_dir) in line and "same command again" in line
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+    hp, status = hparams_of_run(run_dir)  # TensorBoard: neither a success nor a failure
+    assert hp["status"] == "interrupted" and status == Status.Value("STATUS_UNKNOWN")
 
 
 @pytest.mark.parametrize("script", ["train", "tune"])

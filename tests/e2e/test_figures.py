@@ -21,7 +21,7 @@ from src.cli.entry import run_name
 from src.core.errors import ConfigError
 from tests.helpers import mixed_runs
 from tests.helpers.fake_runs import sgd
-from tests.helpers.runs import ROOT, run_script
+from tests.helpers.runs import ROOT, hparams_of_run, run_script
 
 
 def test_a_setting_nobody_grouped_by_is_never_pooled_as_a_seed(tmp_path):
@@ -183,23 +183,6 @@ def test_the_readmes_plots_commands_work_as_typed(readme_outputs, command):
 
 
 # -- TensorBoard's HPARAMS tab ----------------------------------------------------------------
-
-
-def hparams_of_run(run_dir: Path) -> tuple[dict, int]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
-    events = EventAccumulator(str(run_dir / "tb"))
-    events.Reload()
-    hp, status = {}, None
-    for tag, raw in events.PluginTagToContent("hparams").items():
-        data = plugin_data_pb2.HParamsPluginData.FromString(raw)
-        if tag.endswith("session_start_info"):
-            hp = {k: v.string_value or v.number_value
-                  for k, v in data.session_start_info.hparams.items()}
-        if tag.endswith("session_end_info"):
-            status = data.session_end_info.status
-    return hp, status
 
 
 def test_tensorboard_hparams_compare_runs_by_what_matters(tmp_path):

@@ -10,13 +10,22 @@ from pathlib import Path
 
 import optuna
 import pytest
+from tensorboard.plugins.hparams.api_pb2 import Status
 
-from tests.helpers.runs import QUIET, run_script, snapshot, start, study_trials, summary
+from tests.helpers.runs import (
+    QUIET,
+    hparams_of_run,
+    run_script,
+    snapshot,
+    start,
+    study_trials,
+    summary,
+)
 
 EPOCHS = 6
 # learning rates from far too small to good: the small ones are worse than the median at once
 PRUNED_SEARCH = [
-    "debug=fast", f"epochs={EPOCHS}", *QUIET, "hydra/sweeper/pruner=median",
+    "debug=fast", f"epochs={EPOCHS}", "trainer.progress=false", "hydra/sweeper/pruner=median",
     "hydra.sweeper.pruner.n_startup_trials=2", "hydra.sweeper.sampler.seed=0",
     "hydra.sweeper.params={optimizer.lr: 'tag(log, interval(1e-4, 1.0))'}",
 ]
@@ -45,6 +54,8 @@ def check_pruned(folder: Path, trials: list[optuna.trial.FrozenTrial]) -> list[P
                    .splitlines()]
         assert [r["epoch"] for r in history] == list(range(1, s["pruned_at"] + 1))
         assert (run_dir / "checkpoint.pt").exists()
+        hp, status = hparams_of_run(run_dir)  # TensorBoard: neither a success nor a failure
+        assert hp["status"] == "pruned" and status == Status.Value("STATUS_UNKNOWN")
         dirs.append(run_dir)
     best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
     assert summary(Path(best.user_attrs["run_dir"]))["status"] == "completed"

@@ -97,3 +97,21 @@ def die_after_first_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(src.lifecycle.run, "save_atomic", save_then_die)
+
+
+def hparams_of_run(run_dir: Path) -> tuple[dict, int]:
+    """A run's HPARAMS entry as TensorBoard reads it: its hparams and its session status."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    hp, status = {}, None
+    for tag, raw in events.PluginTagToContent("hparams").items():
+        data = plugin_data_pb2.HParamsPluginData.FromString(raw)
+        if tag.endswith("session_start_info"):
+            hp = {k: v.string_value or v.number_value
+                  for k, v in data.session_start_info.hparams.items()}
+        if tag.endswith("session_end_info"):
+            status = data.session_end_info.status
+    return hp, status
