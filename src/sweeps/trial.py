@@ -8,6 +8,7 @@ trial number the sweeper adds to each job (`hydra.sweeper.trial`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -58,6 +59,15 @@ def check_prunable(cfg: DictConfig, keys: set[str] | None) -> None:
                           f"{', '.join(usable)}, or use hydra/sweeper/pruner=none")
 
 
+@functools.cache
+def study_storage(url: str) -> Any:
+    """The study's storage, opened once per process: a worker that stays up for many trials
+    (hydra/launcher=workers) connects once, not once a trial."""
+    import optuna
+
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+
+
 class TrialReporter:
     """Reports `objective` from each history record to trial `number` of the study and raises
     Pruned when the study's pruner says so."""
@@ -67,7 +77,7 @@ class TrialReporter:
         import optuna
 
         self.key, self.objective, self.number = history_key(objective), objective, number
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+        storage = study_storage(url)
         self.study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
         trial_id = storage.get_trial_id_from_study_id_trial_number(
             storage.get_study_id_from_name(study_name), number)

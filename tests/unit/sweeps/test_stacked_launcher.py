@@ -1,4 +1,4 @@
-"""The stacked launcher composes a grid's jobs from one composition (src/sweeps/stacked.py:
+"""The stacked launcher composes a grid's jobs from one composition (src/sweeps/compose.py:
 Composer): every job's config must be the one Hydra composes for it, to the byte."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from src.core.files import CONF
-from src.sweeps.stacked import Composer
+from src.sweeps.compose import Composer
 from tests.helpers.runs import compose_train  # noqa: F401  (registers the resolvers)
 
 GRIDS = {
