@@ -4,8 +4,9 @@ evaluation) on the same search space with the same sampler seed:
   pruners   --trials trials of the digits MLP, --epochs epochs each, learning rate and weight
             decay on log scales, without a pruner, with `median` and with `hyperband`: the epochs
             trained (every trial's epochs_completed) and the best objective (val_acc, points)
-  lanes     the median-pruned search with two trials in flight (joblib, 2 workers), in batches
-            (asynchronous=false) and asynchronous: the share of worker time spent idle,
+  lanes     the median-pruned search with two trials in flight: Hydra's joblib launcher (2
+            workers) in batches (asynchronous=false) and asynchronous, and the workers launcher
+            (hydra/launcher=workers) asynchronous: the share of worker time spent idle,
             1 - sum(trial durations) / (2 x the search's span), trial durations from each run's
             summary (started_at to finished_at), the span from the first start to the last end;
             and the median gap between one worker process's consecutive trials (its end to
@@ -72,14 +73,21 @@ def pruners(args: argparse.Namespace, tmp: Path) -> dict:
     return out
 
 
+LANES = {  # two trials in flight: Hydra's joblib launcher in batches and asynchronous, and the
+    # workers launcher (processes that stay up, configs composed in the sweeper) asynchronous
+    "joblib_batches": ["hydra/launcher=joblib", "hydra.sweeper.asynchronous=false"],
+    "joblib_asynchronous": ["hydra/launcher=joblib", "hydra.sweeper.asynchronous=true"],
+    "workers_asynchronous": ["hydra/launcher=workers", "hydra.sweeper.asynchronous=true"],
+}
+
+
 def lanes(args: argparse.Namespace, tmp: Path) -> dict:
     out = {}
-    for mode in ("false", "true"):
-        r = search(tmp / f"lanes-{mode}", args, "hydra/sweeper/pruner=median",
-                   "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                   f"hydra.sweeper.asynchronous={mode}")
+    for name, extra in LANES.items():
+        r = search(tmp / f"lanes-{name}", args, "hydra/sweeper/pruner=median",
+                   "hydra.launcher.n_jobs=2", *extra)
         r["waiting_share"] = 1 - r["busy_s"] / (2 * r["span_s"])
-        out["asynchronous" if mode == "true" else "batches"] = r
+        out[name] = r
     return out
 
 

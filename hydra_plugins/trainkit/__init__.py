@@ -6,6 +6,7 @@ on every start, --help included."""
 from src.sweeps.grid import GridSweeper as _GridSweeper
 from src.sweeps.stacked import StackedLauncher as _StackedLauncher
 from src.sweeps.study import StudySweeper as _StudySweeper
+from src.sweeps.workers import WorkersLauncher as _WorkersLauncher
 
 
 class GridSweeper(_GridSweeper):
@@ -18,3 +19,7 @@ class StudySweeper(_StudySweeper):
 
 class StackedLauncher(_StackedLauncher):
     """hydra/launcher=stacked (conf/hydra/launcher/stacked.yaml)."""
+
+
+class WorkersLauncher(_WorkersLauncher):
+    """hydra/launcher=workers (conf/hydra/launcher/workers.yaml)."""

@@ -98,7 +98,7 @@ def tune_help() -> str:
         "",
         "Examples:",
         "  python tune.py hydra.sweeper.n_trials=50 objective=ema_0.99/val_acc model=resnet20",
-        "  python tune.py hydra/launcher=joblib hydra.launcher.n_jobs=2   # 2 trials at a time",
+        "  python tune.py hydra/launcher=workers hydra.launcher.n_jobs=2  # 2 trials at a time",
         "  python tune.py hydra/sweeper/pruner=median   # stop trials worse than the median",
         "  python tune.py hydra/launcher=submitit_slurm hydra.launcher.partition=gpu",
         "",

@@ -1,11 +1,13 @@
 """tune.py's pruners as they are used: trials stopped early from the sweeper's process, from
-joblib workers and from submitit jobs; a rerun that never trains a pruned trial again; two
-searches with a pruner on one storage; figures over a folder with pruned runs; the settings a
-pruner cannot work with."""
+joblib workers, submitit jobs and the workers launcher's processes; a rerun that never trains a
+pruned trial again; a search killed and restarted; two searches with a pruner on one storage;
+figures over a folder with pruned runs; the settings a pruner cannot work with."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import optuna
@@ -20,6 +22,7 @@ from tests.helpers.runs import (
     start,
     study_trials,
     summary,
+    wait_for,
 )
 
 EPOCHS = 6
@@ -96,7 +99,8 @@ def test_a_pruner_stops_bad_trials_and_a_rerun_never_trains_them(tmp_path):
 @pytest.mark.parametrize("launcher", [
     ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
     ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.sweeper.n_jobs=2"],
-], ids=["joblib", "submitit_local"])
+    ["hydra/launcher=workers", "hydra.launcher.n_jobs=2"],
+], ids=["joblib", "submitit_local", "workers"])
 def test_trials_in_other_processes_report_and_are_pruned(tmp_path, launcher):
     search(tmp_path, "hydra.sweeper.n_trials=6", *launcher)
     check_pruned(tmp_path, study_trials(tmp_path / "optuna.db"))
@@ -112,6 +116,48 @@ def test_two_searches_with_a_pruner_on_one_storage(tmp_path):
     trials = study_trials(tmp_path / "optuna.db")
     assert len(trials) == 10 and {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
     check_pruned(tmp_path, trials)
+
+
+@pytest.mark.slow
+def test_a_killed_search_with_a_pruner_keeps_every_result_when_restarted(tmp_path):
+    """kill -9 while a trial trains, after trials completed and were pruned; the restart (with
+    retry_dead) fails and retries the killed trial at once and never touches the others: every
+    completed and pruned trial keeps its state, value and run directory byte for byte."""
+    args = [a if not a.startswith("epochs=") else "epochs=25" for a in PRUNED_SEARCH]
+    args += [f"hydra.sweep.dir={tmp_path}"]
+    db = tmp_path / "optuna.db"
+    first = start("tune.py", [*args, "hydra.sweeper.n_trials=12"], tmp_path / "first.log")
+
+    def ended_both_ways_and_training() -> bool:
+        try:
+            states = [t.state.name for t in study_trials(db)]
+        except Exception:  # the study is being created
+            return False
+        return ("COMPLETE" in states and "PRUNED" in states and states[-1] == "RUNNING"
+                and len(list(tmp_path.glob("*/checkpoint.pt"))) > len(states) - 1)
+
+    wait_for(ended_both_ways_and_training, timeout=240,
+             what="a completed, a pruned and a training trial")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    before = {t.number: t for t in study_trials(db) if t.state.name in ("COMPLETE", "PRUNED")}
+    runs = {n: snapshot(Path(t.user_attrs["run_dir"])) for n, t in before.items()}
+    again = run_script("tune.py", [*args, "hydra.sweeper.n_trials=3",
+                                   "hydra.sweeper.retry_dead=1"])
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "is gone: FAIL" in again.stdout + again.stderr
+    trials = study_trials(db)
+    assert not {t.state.name for t in trials} & {"RUNNING", "WAITING"}
+    for number, old in before.items():
+        now = trials[number]
+        assert (now.state, now.value, now.intermediate_values) == (
+            old.state, old.value, old.intermediate_values)
+        assert snapshot(Path(old.user_attrs["run_dir"])) == runs[number]
+    (dead,) = [t for t in trials if t.state.name == "FAIL"]
+    (retried,) = [t for t in trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert retried.state.name in ("COMPLETE", "PRUNED") and retried.params == dead.params
+    best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert f"best trial #{best.number} " in again.stdout
 
 
 @pytest.mark.parametrize(("args", "says"), [
