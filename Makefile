@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: setup train test test-fast test-readme bench lint clean
+.PHONY: setup train test test-fast test-readme test-cluster bench lint clean
 # test processes (pytest-xdist)
 JOBS ?= 2
 
@@ -24,17 +24,23 @@ train: setup
 # The whole suite but the README's commands (test-readme; CI runs both).
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not readme"
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not readme and not cluster"
 
 # The unit tests (tests/unit: every module, in process) and the end-to-end tests marked smoke
 # (each entry point once); under 5 minutes on 2 cores.
 test-fast: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not slow and not readme and (not e2e or smoke)"
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not slow and not readme and not cluster and (not e2e or smoke)"
 
 # Every shell command of README.md, run as typed in a scratch workspace (tests/e2e/test_readme.py).
 test-readme: setup
 	$(PY) -m pytest -q -m readme tests/e2e/test_readme.py
+
+# The cluster path on a real one-node SLURM cluster that the tests start from Debian's slurmctld,
+# slurmd, slurmdbd, munge and mariadb-server (tests/helpers/slurm.py; .ci/run installs them, and
+# without them the tests skip saying why): about 5 minutes.
+test-cluster: setup
+	$(PY) -m pytest -q -m cluster tests/e2e/test_slurm.py
 
 # The CPU benchmark suite (about 20 minutes): JSON in benchmarks/results/cpu/, the table in
 # benchmarks/README.md.

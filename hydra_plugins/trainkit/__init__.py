@@ -4,6 +4,7 @@ make the project's sweepers (src/sweeps/grid.py, src/sweeps/study.py) and its la
 on every start, --help included."""
 
 from src.sweeps.grid import GridSweeper as _GridSweeper
+from src.sweeps.slurm import SlurmLauncher as _SlurmLauncher
 from src.sweeps.stacked import StackedLauncher as _StackedLauncher
 from src.sweeps.study import StudySweeper as _StudySweeper
 from src.sweeps.workers import WorkersLauncher as _WorkersLauncher
@@ -23,3 +24,7 @@ class StackedLauncher(_StackedLauncher):
 
 class WorkersLauncher(_WorkersLauncher):
     """hydra/launcher=workers (conf/hydra/launcher/workers.yaml)."""
+
+
+class SlurmLauncher(_SlurmLauncher):
+    """hydra/launcher=submitit_slurm (conf/hydra/launcher/submitit_slurm.yaml)."""

@@ -239,7 +239,9 @@ def run_entry_point(main: Callable[[], Any], conf_dir: Path, config_name: str,
     """What every script does: take path values as typed, answer --help, check the command
     line, run Hydra, and end with one line on Ctrl-C or the sweep's exit status."""
     from src.sweeps.report import exit_status
+    from src.sweeps.slurm import hide_schema_warning
 
+    hide_schema_warning()
     sys.argv[1:] = quote_paths(sys.argv[1:])
     args = sys.argv[1:]
     if help_text is not None and any(a in ("--help", "-h") for a in args):

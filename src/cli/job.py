@@ -17,15 +17,18 @@ import logging
 import os
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from src.cli.batch import StopOnSignal, job_logs
 from src.core.errors import UserError, as_user_error, debugging, fail, one_line
 from src.core.files import SUMMARY, read_json, remove_if_empty
-from src.lifecycle.lock import LOCK_WAIT_ENV, RunDirBusy, RunLock
+from src.lifecycle.lock import LOCK_WAIT_ENV, RunDirBusy, RunLock, batch_job
 from src.lifecycle.record import JobRecord
+from src.lifecycle.run import Stopped
 from src.sweeps.report import JobResult, record_failure
 from src.sweeps.trial import reporter_for
 from src.tasks import task_run
@@ -51,12 +54,22 @@ def train_task(cfg: DictConfig) -> float | JobResult:
     lock: AbstractContextManager = (RunLock(run_dir, float(os.environ.get(LOCK_WAIT_ENV, 0)))
                                     if main else nullcontext())
     record = None
+    job = batch_job()
+    # a SLURM job stops at the scheduler's signal with a checkpoint (src/cli/batch.py)
+    stop = StopOnSignal().install()
     try:
         try:
             # a tune.py trial with a pruner reports each epoch to its study (src/sweeps/trial.py)
-            report = (reporter_for(cfg, hydra_cfg, distributed.launched_by_torchrun())
-                      if main and in_sweep else None)
-            record = JobRecord(run_dir, copy.deepcopy(cfg), hydra_cfg, report) if main else None
+            trial = (reporter_for(cfg, hydra_cfg, distributed.launched_by_torchrun())
+                     if main and in_sweep else None)
+
+            def report(entry: dict[str, Any]) -> None:
+                if trial is not None:
+                    trial(entry)
+                stop.check(entry)
+
+            record = (JobRecord(run_dir, copy.deepcopy(cfg), hydra_cfg, report, job_logs())
+                      if main else None)
             with lock:
                 try:
                     objective = task_run(cfg)(cfg, run_dir, record)
@@ -65,28 +78,35 @@ def train_task(cfg: DictConfig) -> float | JobResult:
                         record_failure(run_dir, record, one_line(e))
                     raise
         except RunDirBusy as e:
-            return refuse("busy", e, run_dir, in_sweep)
+            return refuse("busy", e, run_dir, in_sweep, job)
         except UserError as e:
-            return refuse("failed", e, run_dir, in_sweep)
+            return refuse("failed", e, run_dir, in_sweep, job)
         except OSError as e:  # a folder it cannot write, a full disk: the user's to fix
             if e.errno is None:
                 raise
-            return refuse("failed", as_user_error(e), run_dir, in_sweep)
+            return refuse("failed", as_user_error(e), run_dir, in_sweep, job)
         except Exception as e:
             if not in_sweep:
                 raise
             log.exception("job in %s failed", run_dir)  # the traceback goes to the job's log
-            return JobResult("failed", None, str(run_dir), one_line(e))
+            return JobResult("failed", None, str(run_dir), one_line(e), job)
+    except Stopped:
+        if record is not None:
+            record.close()
+        stop.after_stop()  # submitit requeues the job, or the process ends
+        raise
     finally:
+        stop.uninstall()
         if record is not None:
             record.close()
         remove_if_empty(run_dir)
     if not in_sweep:
         return objective
-    return JobResult(run_status(run_dir), objective, str(run_dir))
+    return JobResult(run_status(run_dir), objective, str(run_dir), job=job)
 
 
-def refuse(status: str, e: Exception, run_dir: Path, in_sweep: bool) -> JobResult:
+def refuse(status: str, e: Exception, run_dir: Path, in_sweep: bool,
+           job: str | None = None) -> JobResult:
     """A single run exits with one line and status 2; a sweep job returns its failure."""
     if not in_sweep:
         remove_if_empty(run_dir)
@@ -94,7 +114,7 @@ def refuse(status: str, e: Exception, run_dir: Path, in_sweep: bool) -> JobResul
             raise e
         fail(str(e))
     log.error("job in %s %s: %s", run_dir, status, one_line(e))
-    return JobResult(status, None, str(run_dir), one_line(e))
+    return JobResult(status, None, str(run_dir), one_line(e), job)
 
 
 def run_status(run_dir: Path) -> str:

@@ -194,8 +194,8 @@ class Trainer:
         state.wall_s += epoch_s
         record.update(epoch_s=epoch_s, wall_s=state.wall_s)
         record.update({alias: record[key] for alias, key in self.settings.history_names.items()})
-        self.log.append(record)
         log.info(self.describe(record))
+        self.log.append(record)  # a pruner or the scheduler may stop the run here
         self.on_epoch_end(state)
 
     def gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

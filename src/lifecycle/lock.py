@@ -63,12 +63,13 @@ def _alive(pid: int, start: str | None) -> bool:
 
 
 def batch_job() -> str | None:
-    """The SLURM job (and array task and step) this process belongs to, if any."""
+    """The SLURM job this process belongs to, as squeue and sacct name it (an array's task:
+    <array job>_<task>), if any."""
     job = os.environ.get("SLURM_JOB_ID")
     if job is None:
         return None
-    task = os.environ.get("SLURM_ARRAY_TASK_ID")
-    return f"{job}_{task}" if task else job
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else job
 
 
 def gone_from_this_host(owner: dict[str, Any]) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -87,13 +88,17 @@ class JobRecord:
 
     report: called with each record the run appends to history.jsonl (an epoch; a regimes
     observation point), or None: a tune.py trial's pruner, which raises lifecycle.run.Pruned to
-    stop the run.
+    stop the run, or a scheduler's stop request (lifecycle.run.Stopped).
+    links: name -> file, made as relative links in the run directory when the run starts
+    writing (a SLURM job's logs).
     """
 
     def __init__(self, run_dir: Path, task_cfg: DictConfig, hydra_cfg: DictConfig,
-                 report: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 report: Callable[[dict[str, Any]], None] | None = None,
+                 links: dict[str, Path] | None = None) -> None:
         self.run_dir = Path(run_dir).resolve()
         self.task_cfg, self.hydra_cfg, self.report = task_cfg, hydra_cfg, report
+        self.links = links or {}
         self.handler: logging.Handler | None = None
 
     def start(self) -> None:
@@ -104,6 +109,12 @@ class JobRecord:
         OmegaConf.save(self.task_cfg, out / "config.yaml")
         OmegaConf.save(OmegaConf.create({"hydra": self.hydra_cfg}), out / "hydra.yaml")
         OmegaConf.save(self.hydra_cfg.overrides.task, out / "overrides.yaml")
+        for name, target in self.links.items():  # e.g. the SLURM job's logs (src/cli/batch.py)
+            link = self.run_dir / name
+            temporary = link.with_name(f".{name}.{os.getpid()}")
+            temporary.unlink(missing_ok=True)
+            temporary.symlink_to(os.path.relpath(Path(target).resolve(), self.run_dir))
+            temporary.replace(link)
         self.handler = logging.FileHandler(self.run_dir / f"{self.hydra_cfg.job.name}.log")
         self.handler.setFormatter(logging.Formatter(
             "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))

@@ -35,6 +35,7 @@ from src.core.keys import worst_objective
 from src.engine.trainer import Diverged
 from src.lifecycle.checkpoint import FORMAT, load_checkpoint, save_atomic
 from src.lifecycle.identity import finished_result, reused_objective, versions
+from src.lifecycle.lock import batch_job
 from src.lifecycle.record import JobRecord, RunLog
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,11 @@ class Pruned(Exception):
     def __init__(self, step: int, value: float) -> None:
         super().__init__(f"pruned at {step} with {value}")
         self.step, self.value = step, value
+
+
+class Stopped(KeyboardInterrupt):
+    """The scheduler asked the job to stop (src/cli/batch.py): the run checkpoints at the record
+    it has just written and ends as interrupted, to be resumed from there."""
 
 
 @dataclass
@@ -163,6 +169,9 @@ class Lifecycle:
             except Pruned as e:  # raised once the record is written: checkpoint that point
                 self.saver(task)()
                 outcome = Outcome("pruned", fields={"pruned_at": e.step}, objective=e.value)
+            except Stopped:  # likewise, then it ends as interrupted
+                self.saver(task)()
+                raise
         except BaseException as e:  # record why the run stopped, then let it propagate
             self.abort(task, e)
             raise
@@ -192,6 +201,8 @@ class Lifecycle:
         self.summary: dict[str, Any] = {"config_digest": self.digest, **task.facts()}
         if self.objective_name is not None:
             self.summary.update(host=socket.gethostname(), pid=os.getpid(), versions=versions())
+            if batch_job() is not None:  # a SLURM job: its id, for sacct and its logs
+                self.summary["batch_job"] = batch_job()
         return task
 
     def abort(self, task: Task, e: BaseException) -> None:

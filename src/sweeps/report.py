@@ -30,6 +30,8 @@ class JobResult:
     objective: float | None
     run_dir: str
     error: str | None = None
+    job: str | None = None  # the SLURM job that ran it
+    ended_as: str | None = None  # the scheduler's state of a job that ended without a result
 
     def __float__(self) -> float:
         return math.nan if self.objective is None else float(self.objective)
@@ -85,10 +87,12 @@ class SweepReport:
     def lines(self) -> list[str]:
         parts = [f"{self.count(s)} {LABEL.get(s, s)}" for s in ORDER if self.count(s)]
         out = [f"sweep: {len(self.results)} job(s): {', '.join(parts) or 'none'}"]
+        on_slurm = any(r.job for r in self.results)  # then every job, with its SLURM job id
         for r in self.results:
-            if r.status != "completed":
+            if r.status != "completed" or on_slurm:
+                job = f" (SLURM job {r.job})" if r.job else ""
                 reason = f": {r.error}" if r.error else ""
-                out.append(f"  {r.status:<9} {r.run_dir}{reason}")
+                out.append(f"  {r.status:<9} {r.run_dir}{job}{reason}")
         return out
 
     def print(self) -> None:

@@ -313,10 +313,17 @@ class Trials:
     """
 
     def __init__(self, study: Any, storage: Any, space: dict[str, Any], fixed_args: list[str],
-                 launcher: Any, report: Any, objective: str, heartbeat: int) -> None:
+                 launcher: Any, report: Any, objective: str, heartbeat: int,
+                 retry_dead: int = 0) -> None:
+        import optuna
+
         self.study, self.storage, self.space, self.fixed_args = study, storage, space, fixed_args
         self.launcher, self.report, self.objective = launcher, report, objective
         self.heartbeat = heartbeat
+        # a trial whose job ended without a result (a SLURM job cancelled or killed) is dead
+        # too: queued again like a trial whose heartbeat stopped
+        self.retry = (optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retry_dead)
+                      if retry_dead else None)
         self.study_id = storage.get_study_id_from_name(study.study_name)
         self.lock = threading.Lock()  # the sampler, the report and the job numbers are shared
         self.to_go, self.index, self.stop = 0, 0, threading.Event()
@@ -355,6 +362,12 @@ class Trials:
         else:
             trial.set_user_attr("error", result.error or result.status)
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            if result.ended_as is not None and self.retry is not None:
+                trial_id = self.storage.get_trial_id_from_study_id_trial_number(
+                    self.study_id, trial.number)
+                self.retry(self.study, self.storage.get_trial(trial_id))
+                log.info("trial %d's job ended %s: queued again (hydra.sweeper.retry_dead)",
+                         trial.number, result.ended_as)
         log.info("trial %d %s: %s = %s (%s)", trial.number, result.status, self.objective,
                  result.objective, result.run_dir)
 
@@ -545,7 +558,8 @@ class StudySweeper(Sweeper):
                  objective, storage.url, len(study.trials), self.n_trials)
         report = new_report()
         trials = Trials(study, storage, space, [*fixed_args, f"hydra.sweeper.study_name={name}"],
-                        self.launcher, report, objective, self.heartbeat_interval)
+                        self.launcher, report, objective, self.heartbeat_interval,
+                        self.retry_dead)
         lanes = self.batch_size()
         if self.asynchronous and lanes > 1 and not stacked:
             trials.run_lanes(self.n_trials, lanes)

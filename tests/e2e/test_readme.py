@@ -3,8 +3,9 @@
 The workspace links the project's code and .venv and holds generated CIFAR-10 and MNIST files in
 the real formats (no download here). Where a command would train for long, fast settings are
 appended (debug=fast, a sweep collapsed to a few jobs); cluster commands run on this machine's
-stand-ins (submitit_local for submitit_slurm, a PostgreSQL server started here, both torchrun
-"nodes" on 127.0.0.1). The README's plots.py commands are run by
+stand-ins (submitit_local for submitit_slurm, without its SLURM-only keys: tests/e2e/test_slurm.py
+runs the cluster path on a real SLURM; a PostgreSQL server started here; both torchrun "nodes" on
+127.0.0.1). The README's plots.py commands are run by
 tests/e2e/test_figures.py::test_the_readmes_plots_commands_work_as_typed on a folder named as the
 README's sweeps name theirs; `make test` is this suite itself.
 
@@ -50,7 +51,7 @@ REPLACE = [
     (r"hydra\.sweeper\.n_trials=\d+", "hydra.sweeper.n_trials=2"),
     (r"(prune_resnet20_cifar10) seed=0,1,2", r"\1 seed=0,1"),
     (r"submitit_slurm", "submitit_local"),
-    (r"hydra\.launcher\.(partition|gpus_per_node)=\S+", ""),
+    (r"hydra\.launcher\.(partition|gpus_per_node|max_num_timeout|signal_delay_s)=\S+", ""),
     (r"--nproc_per_node=4 --rdzv", "--nproc_per_node=1 --rdzv"),
     (r"(benchmarks/pruning\.py)\s*$", r"\1 --models bn_cnn --keep 0.5 --pairs 3"),
 ]

@@ -4,6 +4,7 @@ that fails, and a checkpoint that does not fit."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from src.core.errors import CheckpointError, ConfigError
 from src.core.files import CHECKPOINT, SUMMARY, read_history, read_json
 from src.engine.trainer import Diverged
 from src.lifecycle.record import RunLog
-from src.lifecycle.run import Lifecycle, Outcome
+from src.lifecycle.run import Lifecycle, Outcome, Stopped
 
 STEPS = 6
 
@@ -122,3 +123,55 @@ def test_a_checkpoint_of_another_config_or_shape_is_one_line(tmp_path):
 
     with pytest.raises(CheckpointError, match=r"does not fit this run .*delete it to retrain"):
         life(tmp_path).execute(lambda ckpt: Renamed())
+
+
+class Asking:
+    """A job record whose report asks the run to stop after record `at` (the scheduler's
+    signal, src/cli/batch.py), as JobRecord's report does."""
+
+    hydra_cfg = None
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def start(self) -> None:
+        pass
+
+    def report(self, record: dict) -> None:
+        if record["step"] == self.at:
+            raise Stopped("SIGUSR2")
+
+
+def test_a_run_stopped_by_the_scheduler_checkpoints_there_and_resumes_without_retraining(
+        tmp_path):
+    whole = life(tmp_path / "whole").execute(lambda ckpt: Halving())
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):  # Stopped is one: nothing catches it as an error
+        Lifecycle(cut, "d1", "val_loss", record=Asking(at=3), tensorboard=False).execute(
+            lambda ckpt: Halving())
+    assert read_json(cut / SUMMARY)["status"] == "interrupted"
+    seen = []
+    resumed = life(cut).execute(lambda ckpt: seen.append(ckpt["step"]) or Halving())
+    assert seen == [3]  # the step it stopped at (its own checkpoints fall on even steps)
+    assert resumed.summary["metrics"] == whole.summary["metrics"]
+    assert read_history(cut) == read_history(tmp_path / "whole")  # every step once
+
+
+def test_a_job_records_links_are_relative_and_replace_old_ones(tmp_path):
+    from omegaconf import OmegaConf
+
+    from src.lifecycle.record import JobRecord
+
+    run_dir, logs = tmp_path / "sweep" / "run", tmp_path / "sweep" / ".submitit" / "5"
+    logs.mkdir(parents=True)
+    (logs / "5_0_log.out").write_text("the job's output\n")
+    run_dir.mkdir()
+    (run_dir / "slurm.out").symlink_to("elsewhere")  # an earlier job's link
+    hydra_cfg = OmegaConf.create({"job": {"name": "train"}, "overrides": {"task": []}})
+    record = JobRecord(run_dir, OmegaConf.create({}), hydra_cfg,
+                       links={"slurm.out": logs / "5_0_log.out"})
+    record.start()
+    record.close()
+    assert os.readlink(run_dir / "slurm.out") == "../.submitit/5/5_0_log.out"
+    assert (run_dir / "slurm.out").read_text() == "the job's output\n"
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "slurm.out", "train.log"]
