@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import copy
 import os
+from typing import Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 
@@ -77,3 +79,18 @@ class Composer:
                                str(OmegaConf.select(config, "hydra.sweep.subdir")))
             config.hydra.runtime.output_dir = os.path.abspath(out)
         return config
+
+
+def job_return(config: DictConfig, task_cfg: DictConfig, value: Any,
+               status: JobStatus = JobStatus.COMPLETED) -> JobReturn:
+    """The JobReturn Hydra's run_job would give for a job a launcher ended itself (`value`: its
+    JobResult, or with status FAILED the exception that ended it)."""
+    ret = JobReturn()
+    ret.cfg = task_cfg
+    ret.hydra_cfg = OmegaConf.create({"hydra": config.hydra})
+    ret.overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
+    ret.working_dir = os.getcwd()
+    ret.task_name = str(config.hydra.job.name)
+    ret.return_value = value
+    ret.status = status
+    return ret

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.core.utils import JobReturn, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
     SlurmLauncher as HydraSlurmLauncher,
@@ -28,7 +28,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
 from omegaconf import OmegaConf
 
 from src.core.errors import one_line
-from src.sweeps.compose import Composer
+from src.sweeps.compose import Composer, job_return
 from src.sweeps.report import JobResult
 
 log = logging.getLogger(__name__)
@@ -88,21 +88,14 @@ class SlurmLauncher(HydraSlurmLauncher):
                                                            str(job.job_id), state))
 
     def failed(self, overrides: list[str], index: int, result: JobResult) -> JobReturn:
-        """A JobReturn for `result`, with the job's config (composed here, for its run dir)."""
+        """A JobReturn for `result`, with the job's config (composed here, for its run dir);
+        the sweeper reads the failure from the JobResult."""
         assert self.hydra_context is not None and self.config is not None
         config = Composer(self.hydra_context.config_loader, self.config).job_config(overrides,
                                                                                     index)
-        ret = JobReturn()
-        ret.cfg = config
-        ret.hydra_cfg = OmegaConf.create({"hydra": config.hydra})
-        ret.overrides = overrides
-        ret.working_dir = os.getcwd()
-        ret.task_name = str(config.hydra.job.name)
         run_dir = str(config.hydra.runtime.output_dir)
-        ret.return_value = JobResult(result.status, None, run_dir, result.error, result.job,
-                                     result.ended_as)
-        ret.status = JobStatus.COMPLETED  # the sweeper reads the failure from the JobResult
-        return ret
+        return job_return(config, config, JobResult(result.status, None, run_dir, result.error,
+                                                    result.job, result.ended_as))
 
 
 def last_line(path: Path) -> str | None:

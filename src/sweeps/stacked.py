@@ -24,16 +24,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
+from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, open_dict, read_write
 
 from src.core.errors import UserError, one_line
 from src.core.files import append_jsonl, remove_if_empty
 from src.lifecycle.lock import LOCK_WAIT_ENV
 from src.lifecycle.record import JobRecord, quiet_runs
-from src.sweeps.compose import Composer
+from src.sweeps.compose import Composer, job_return
 from src.sweeps.report import JobResult, sweep_failure
 
 log = logging.getLogger(__name__)
@@ -168,15 +168,3 @@ def task_config(config: DictConfig) -> DictConfig:
     with read_write(task_cfg), open_dict(task_cfg):
         del task_cfg["hydra"]
     return task_cfg
-
-
-def job_return(config: DictConfig, task_cfg: DictConfig, result: JobResult) -> JobReturn:
-    ret = JobReturn()
-    ret.cfg = task_cfg
-    ret.hydra_cfg = OmegaConf.create({"hydra": config.hydra})
-    ret.overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
-    ret.working_dir = os.getcwd()
-    ret.task_name = str(config.hydra.job.name)
-    ret.return_value = result
-    ret.status = JobStatus.COMPLETED
-    return ret

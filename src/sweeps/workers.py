@@ -45,10 +45,10 @@ from hydra.core.utils import (
 )
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from src.core.errors import ConfigError, one_line, report_user_errors
-from src.sweeps.compose import Composer
+from src.sweeps.compose import Composer, job_return
 
 log = logging.getLogger(__name__)
 
@@ -178,15 +178,7 @@ class WorkersLauncher(Launcher):
 def failed(config: DictConfig, e: BaseException) -> JobReturn:
     """The return of a job that raised `e` outside its task (its worker died, or its return
     could not be sent back)."""
-    ret = JobReturn()
-    ret.cfg = config
-    ret.hydra_cfg = OmegaConf.create({"hydra": config.hydra})
-    ret.overrides = list(OmegaConf.to_container(config.hydra.overrides.task))
-    ret.working_dir = os.getcwd()
-    ret.task_name = str(config.hydra.job.name)
-    ret.return_value = e
-    ret.status = JobStatus.FAILED
-    return ret
+    return job_return(config, config, e, JobStatus.FAILED)
 
 
 # -- in the worker process --------------------------------------------------------------------

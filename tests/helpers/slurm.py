@@ -31,6 +31,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.helpers.postgres import free_port
+
 DAEMONS = ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "mysql_install_db",
            "sbatch", "sacct", "scontrol")
 PACKAGES = "slurmctld slurmd slurm-client slurmdbd munge mariadb-server"
@@ -46,12 +48,6 @@ def why_not() -> str | None:
     if os.geteuid() != 0:
         return "the SLURM test cluster runs its daemons as root"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sbin(name: str) -> str:
