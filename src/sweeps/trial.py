@@ -18,7 +18,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from src.core.errors import ConfigError
-from src.lifecycle.run import Pruned
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +98,10 @@ class TrialReporter:
             log.warning("trial %d: cannot report to the study (%s); not pruned", self.number, e)
             return
         if prune:
+            # here, not at the top: Hydra imports this module (through hydra_plugins) on every
+            # start, and the lifecycle brings torch
+            from src.lifecycle.run import Pruned
+
             raise Pruned(step, float(value))
 
 
