@@ -21,7 +21,7 @@ import os
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from src.lifecycle.run import Stopped
 
@@ -75,7 +75,7 @@ class StopOnSignal:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
-    def after_stop(self) -> None:
+    def after_stop(self) -> NoReturn:
         """The run has stopped and saved: let submitit requeue the job at the time-limit signal
         (it exits, or raises if it may not requeue); after SIGTERM, end the process."""
         caught, previous = self.caught, self.previous.get(self.caught or 0)

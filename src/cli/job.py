@@ -91,10 +91,7 @@ def train_task(cfg: DictConfig) -> float | JobResult:
             log.exception("job in %s failed", run_dir)  # the traceback goes to the job's log
             return JobResult("failed", None, str(run_dir), one_line(e), job)
     except Stopped:
-        if record is not None:
-            record.close()
-        stop.after_stop()  # submitit requeues the job, or the process ends
-        raise
+        stop.after_stop()  # submitit requeues the job, or the process ends (finally: below)
     finally:
         stop.uninstall()
         if record is not None:

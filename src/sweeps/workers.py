@@ -201,6 +201,8 @@ def worker_main(conn: Connection, state: bytes, threads: int) -> None:
     import torch  # here, once: its threads are set before any job runs
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    # `state` is what this worker's own sweeper pickled for it a moment ago (Process arguments
+    # and the pipe pickle too): no file, nothing someone else wrote
     context, task, singleton_state = pickle.loads(state)
     Singleton.set_state(singleton_state)
     setup_globals()
