@@ -58,7 +58,7 @@ def training_ratio(model: str, workers: int, batch: int, samples: int, epochs: i
               "dataset.augment.crop_padding=0", f"dataset.source.num_train={samples + 256}",
               "dataset.source.num_test=256", "dataset.val_size=256", f"epochs={epochs}",
               f"batch_size={batch}", "averaging=none", f"device={device}",
-              "trainer.progress=false", "trainer.tensorboard=false", "trainer.log_every=1000"]
+              "trainer.progress=false", "logger=none", "trainer.log_every=1000"]
     vote = [*common, "optimizer=compressed_sgd_vote", "num_bits=1", f"workers={workers}"]
     variants = {"sgd": [*common, "optimizer=sgd", "optimizer.lr=0.01"],
                 "vote_eager": [*vote, "compression.fused=false"]}

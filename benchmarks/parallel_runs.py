@@ -53,7 +53,7 @@ def main() -> None:
               f"dataset.source.num_train={args.images + 256}",
               "dataset.source.num_test=256", "dataset.val_size=256", f"epochs={args.epochs}",
               f"batch_size={BATCH}", "averaging=none", f"device={args.device}", f"seed={seeds}",
-              "trainer.progress=false", "trainer.tensorboard=false"]
+              "trainer.progress=false", "logger=none"]
     launchers = {"serial": [],
                  "parallel": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"]}
     with tempfile.TemporaryDirectory() as tmp:

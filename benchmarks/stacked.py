@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from harness import interleave, machine  # noqa: E402
 
-QUIET = ["trainer.progress=false", "trainer.tensorboard=false"]
+QUIET = ["trainer.progress=false", "logger=none"]
 
 
 def dts(runs: int, low: float = 0.05, high: float = 5.0) -> str:

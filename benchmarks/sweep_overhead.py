@@ -33,7 +33,7 @@ from harness import machine  # noqa: E402
 
 TINY = ["debug=fast", "model=mlp", "model.width=16", "dataset.train_limit=64",
         "dataset.eval_limit=64", "dataset.val_size=64", "averaging=none", "device=cpu",
-        "trainer.progress=false", "trainer.tensorboard=false"]
+        "trainer.progress=false", "logger=none"]
 
 
 def sweep(runs: int, launcher: list[str], out: Path) -> dict[str, float]:

@@ -202,7 +202,7 @@ def main() -> None:
                 common = [f"model={model}", "dataset=cifar10", f"data_dir={tmp}",
                           f"dataset.val_size={args.eval_images}", f"epochs={args.epochs}",
                           f"batch_size={batch}", f"device={args.device}", "optimizer.lr=0.05",
-                          "trainer.progress=false", "trainer.tensorboard=false",
+                          "trainer.progress=false", "logger=none",
                           "trainer.log_every=100000", "scheduler=constant"]
                 # Costs are seconds per image; every variant warms up in its own first epochs.
                 compiled = args.compile if model in (args.compile_models or [model]) else None

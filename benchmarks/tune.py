@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from harness import machine
 
-QUIET = ["trainer.progress=false", "trainer.tensorboard=false"]
+QUIET = ["trainer.progress=false", "logger=none"]
 SPACE = ["hydra.sweeper.params=null", "optimizer.lr=tag(log, interval(1e-4, 1.0))",
          "optimizer.weight_decay=tag(log, interval(1e-6, 1e-2))"]
 

@@ -77,8 +77,10 @@ def check_overrides(args: Sequence[str], conf_dir: Path) -> None:
         if group.startswith("hydra") or not folder.is_dir() or "(" in value:
             continue
         options = sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")})
-        for choice in value.split(","):
-            if choice not in options and choice != "null":
+        listed = value.startswith("[") and value.endswith("]")  # several options: logger=[a,b]
+        for choice in (value[1:-1] if listed else value).split(","):
+            choice = choice.strip()
+            if choice not in options and choice != "null" and not (listed and not choice):
                 fail(f"unknown {group} '{choice}': choose one of {', '.join(options)} "
                      f"(files in conf/{group}/)")
 

@@ -13,7 +13,8 @@ from typing import Any
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 # The config groups whose chosen option a run records (.hydra/hydra.yaml's runtime.choices),
-# in the order --help lists them. conf/trainer/ (one option) and conf/hydra/ are not among them.
+# in the order --help lists them. conf/trainer/ (one option), conf/hydra/ and conf/logger/ (where
+# the numbers go, not what they are) are not among them.
 GROUPS = ("task", "dataset", "model", "optimizer", "scheduler", "averaging", "compression",
           "pruning", "lr_grid", "experiment", "debug")
 
@@ -24,6 +25,8 @@ HISTORY = "history.jsonl"  # one record per epoch (regimes: per measured checkpo
 STEPS = "steps.jsonl"  # one record per log interval
 SUMMARY = "summary.json"
 TENSORBOARD = "tb"
+TRACKERS = "trackers.json"  # the run's ids in its experiment trackers (src/lifecycle/trackers)
+CSV_DIR = "csv"  # logger=csv: metrics.csv (every scalar by step) and run.csv (one row)
 RUN_FILES = (SUMMARY, HISTORY, CHECKPOINT)  # a directory holding any of them holds a run
 FINISHED = ("completed", "diverged", "pruned")  # statuses a rerun reuses, never retrains
 

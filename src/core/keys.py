@@ -16,7 +16,7 @@ SPLITS = ("train", "val", "test")
 # Settings that change where or how visibly a run happens, not its results: left out of a run's
 # config digest, of a study's identity and of the settings figures group runs by.
 RESULT_NEUTRAL = ("device", "data_dir", "dataset.download", "dataset.source.root",
-                  "dataset.source.download", "trainer.progress", "trainer.tensorboard",
+                  "dataset.source.download", "trainer.progress", "logger",
                   "trainer.keep_epochs", "trainer.full_train_eval", "trainer.history_names",
                   "trainer.track_samples", "trainer.track_splits",
                   "dataset.checksums", "dataset.source.checksums", "pruning.speed",

@@ -1,10 +1,9 @@
 """What a run writes: Hydra's record of the job (.hydra/) and its log, history.jsonl (one object
-per epoch), summary.json and TensorBoard events."""
+per epoch) and steps.jsonl, and what goes to its trackers (src/lifecycle/trackers)."""
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,12 +19,13 @@ from src.core.files import (
     HISTORY,
     HYDRA_DIR,
     STEPS,
-    TENSORBOARD,
     append_jsonl,
     read_jsonl,
     rewrite,
 )
 from src.core.keys import neutral
+from src.lifecycle.lock import batch_job
+from src.lifecycle.trackers import Logger, Point, TrackedRun, Tracker
 
 # Whose work this thread is doing where one process runs many runs (stacked runs): a run's
 # lines go to its own log file only, and to the console only if they warn; the lines of their
@@ -166,65 +166,78 @@ def hparams_of(cfg: DictConfig,
     return hp
 
 
-# TensorBoard's session statuses are success, failure, running and unknown (no "aborted"): a
-# pruned or interrupted run is neither a success nor a failure, and its `status` hparam says which.
-SESSION_STATUS = {"completed": "STATUS_SUCCESS", "diverged": "STATUS_FAILURE",
-                  "failed": "STATUS_FAILURE", "pruned": "STATUS_UNKNOWN",
-                  "interrupted": "STATUS_UNKNOWN"}
+def sweep_name(hydra_cfg: DictConfig) -> str:
+    """What a job's sweep is called in a tracker: tune.py's study, train.py -m's arguments as
+    typed (src/sweeps/grid.py), else the script's name (train)."""
+    sweeper = hydra_cfg.get("sweeper") or {}
+    for key in ("study_name", "sweep_name"):  # set in the jobs of a sweep only
+        if sweeper.get(key):
+            return str(sweeper[key])
+    return str(hydra_cfg.job.name)
 
 
-def session_end(status: str) -> Any:
-    """TensorBoard's end-of-session record with the run's real status (torch's add_hparams
-    always writes success)."""
-    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
-    from tensorboard.plugins.hparams.api_pb2 import Status
-    from tensorboard.plugins.hparams.metadata import (
-        PLUGIN_DATA_VERSION,
-        PLUGIN_NAME,
-        SESSION_END_INFO_TAG,
-    )
-    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
+def logger_for(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig | None, *,
+               name: str | None = None, more: dict[str, Any] | None = None) -> Logger:
+    """The trackers of the run `cfg` in `run_dir` (cfg.logger) and its names there.
 
-    value = SESSION_STATUS.get(status, "STATUS_FAILURE")
-    content = HParamsPluginData(session_end_info=SessionEndInfo(status=Status.Value(value)),
-                                version=PLUGIN_DATA_VERSION)
-    meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
-        plugin_name=PLUGIN_NAME, content=content.SerializeToString()))
-    return Summary(value=[Summary.Value(tag=SESSION_END_INFO_TAG, metadata=meta)])
+    name: its name in the trackers (default: the run directory's); more: hyperparameters of
+    its own (a pruning cell's keep ratio)."""
+    run_dir = Path(run_dir).resolve()
+    tags = {"run_dir": str(run_dir), "job_type": "run"}
+    group = "train"
+    if hydra_cfg is not None:
+        group = sweep_name(hydra_cfg)
+        sweeper = hydra_cfg.get("sweeper") or {}
+        if sweeper.get("trial") is not None:
+            tags.update(trial=str(sweeper.trial), study=str(sweeper.study_name),
+                        job_type="trial")
+    if batch_job() is not None:
+        tags["batch_job"] = str(batch_job())
+    params = {**hparams_of(cfg, hydra_cfg), **(more or {})}
+    config = OmegaConf.to_container(cfg.logger) if cfg.get("logger") else {}
+    return Logger(config, TrackedRun(run_dir, name or run_dir.name, group, params, tags))
+
+
+def points(steps: list[dict], epochs: list[dict]) -> list[Point]:
+    """Step and epoch records as tracker points, by step (a log interval before the epoch that
+    ends at the same step, as they were logged)."""
+    out = [(r["step"], 0, tagged("step", r)) for r in steps]
+    out += [(r["step"], 1, tagged("epoch", r)) for r in epochs]
+    return [(step, values) for step, _, values in sorted(out, key=lambda p: p[:2])]
+
+
+def tagged(group: str, record: dict) -> dict[str, float]:
+    return {f"{group}/{k}": float(v) for k, v in record.items()
+            if k != "step" and isinstance(v, int | float)}
 
 
 class RunLog:
-    """Writes history.jsonl and mirrors every number to TensorBoard (if enabled).
+    """Writes history.jsonl and steps.jsonl, and hands every number to the run's trackers.
 
     history: the records already written by the run being resumed (from its checkpoint); the
-    file is rewritten to exactly these, and TensorBoard events from optimizer step `step` on are
-    purged (every scalar is logged against the optimizer step).
+    files are rewritten to exactly these (and steps up to optimizer step `step`), and each
+    tracker starts from them (trackers: opened by open_trackers; every scalar is logged against
+    the optimizer step).
     report: called with each new record once it is written (JobRecord.report).
     """
 
-    def __init__(self, run_dir: Path, tensorboard: bool, history: list[dict], step: int,
+    def __init__(self, run_dir: Path, trackers: list[Tracker], history: list[dict], step: int,
                  write: bool = True,
                  report: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.history = list(history)
         self.report = report
         self.write = write  # False on every rank but 0 of a torchrun job
-        self.writer = None
+        self.trackers: list[Tracker] = []
         if not write:
             return
         rewrite(self.run_dir / HISTORY, self.history)
         steps = self.run_dir / STEPS  # per-interval records past the checkpoint are dropped
         kept = [r for r in read_jsonl(steps) if r["step"] <= step] if step else []
         rewrite(steps, kept)
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(log_dir=str(self.run_dir / TENSORBOARD),
-                                        purge_step=step or None)
-
-    def scalar(self, tag: str, value: float, step: int) -> None:
-        if self.writer is not None and math.isfinite(value):
-            self.writer.add_scalar(tag, value, step)
+        for tracker in trackers:
+            tracker.start(step, points(kept, self.history))
+            self.trackers.append(tracker)
 
     def append(self, record: dict) -> None:
         """One epoch's record: appended to history.jsonl and logged as scalars at its last step."""
@@ -241,29 +254,17 @@ class RunLog:
         if not self.write:
             return
         append_jsonl(self.run_dir / name, record)
-        for key, value in record.items():
-            if key != "step" and isinstance(value, int | float):
-                self.scalar(f"{group}/{key}", float(value), record["step"])
+        values = tagged(group, record)
+        for tracker in self.trackers:
+            tracker.log(values, record["step"])
 
-    def hparams(self, cfg: DictConfig, metrics: dict[str, float], status: str,
-                hydra_cfg: DictConfig | None = None) -> None:
-        """Record the run in TensorBoard's HPARAMS tab: the option chosen in each config group,
-        the settings its command line set and the key hyperparameters (lists as text), its
-        final metrics, and its status (a diverged or failed run is not shown as a success)."""
-        if self.writer is None:
-            return
-        from torch.utils.tensorboard.summary import hparams as hparams_summaries
-
-        hp = hparams_of(cfg, hydra_cfg)
-        hp["status"] = status
-        mt = {f"hparam/{k}": v for k, v in metrics.items()
-              if isinstance(v, int | float) and math.isfinite(v)}
-        experiment, start, _ = hparams_summaries(hp, mt)
-        for summary in (experiment, start, session_end(status)):
-            self.writer.file_writer.add_summary(summary)
-        for tag, value in mt.items():
-            self.writer.add_scalar(tag, value)
+    def finish(self, status: str, metrics: dict[str, Any], files: list[Path]) -> None:
+        """The run ended: its status, final metrics (non-finite ones left out) and files (its
+        summary.json) go to every tracker (TensorBoard: the HPARAMS tab's entry)."""
+        for tracker in self.trackers:
+            tracker.finish(status, metrics, files)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []

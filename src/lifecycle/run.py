@@ -4,7 +4,8 @@ stacked runs to come).
     identity  the config digest; a run that finished with this config is reused, one that
               finished with another is refused
     resume    the run's checkpoint (same digest) is loaded into the freshly built task
-    records   Hydra's record of the job, then history.jsonl, steps.jsonl and TensorBoard
+    trackers  the run's experiment trackers (cfg.logger), checked before anything is written
+    records   Hydra's record of the job, then history.jsonl, steps.jsonl and the trackers
               (RunLog), cut back to the checkpoint
     train     the task trains, saving through `save` (one payload builder: format, digest,
               history, and the task's own state)
@@ -27,8 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from omegaconf import DictConfig
-
 from src.core.errors import CheckpointError, one_line
 from src.core.files import CHECKPOINT, SUMMARY, write_json_atomic
 from src.core.keys import worst_objective
@@ -37,6 +36,7 @@ from src.lifecycle.checkpoint import FORMAT, load_checkpoint, save_atomic
 from src.lifecycle.identity import finished_result, reused_objective, versions
 from src.lifecycle.lock import batch_job
 from src.lifecycle.record import JobRecord, RunLog
+from src.lifecycle.trackers import Logger, Tracker, open_trackers
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +101,18 @@ class Lifecycle:
 
     objective_name: the metric a sweep gets back; None for a pruning cell, whose result is a
     record of its own (`result`) with no objective, no Hydra record and no HPARAMS entry.
-    write: False on every rank but 0 of a torchrun job.
+    logger: its trackers (record.logger_for), or None; write: False on every rank but 0 of a
+    torchrun job (which logs nothing to trackers either).
     """
 
     def __init__(self, run_dir: Path, digest: str, objective_name: str | None, *,
-                 cfg: DictConfig | None = None, record: JobRecord | None = None,
-                 result: Path | None = None, tensorboard: bool = True,
-                 write: bool = True) -> None:
+                 record: JobRecord | None = None, result: Path | None = None,
+                 logger: Logger | None = None, write: bool = True) -> None:
         self.run_dir, self.digest = Path(run_dir), digest
-        self.objective_name, self.cfg, self.record = objective_name, cfg, record
+        self.objective_name, self.record = objective_name, record
         self.result = result if result is not None else self.run_dir / SUMMARY
         self.checkpoint_path = self.run_dir / CHECKPOINT
-        self.tensorboard, self.write = tensorboard, write
+        self.logger, self.write = logger, write
         self.history: list[dict] = []
 
     def finished(self) -> dict | None:
@@ -187,17 +187,23 @@ class Lifecycle:
                          if self.objective_name is not None else None)
             self.reused = Result(objective, done, reused=True)
             return None
-        ckpt = self.checkpoint()
-        task = build(ckpt)
-        step = self.restore(task, ckpt) if ckpt is not None else 0
-        if self.write and self.record is not None:
-            self.record.start()
-        if ckpt is not None:  # said once the run's log file is open
-            log.info("resuming %s from its checkpoint (step %d)", self.run_dir, step)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.run_log = RunLog(self.run_dir, self.tensorboard, self.history, step,
-                              write=self.write,
-                              report=self.record.report if self.record is not None else None)
+        trackers: list[Tracker] = (open_trackers(self.logger)
+                                   if self.write and self.logger is not None else [])
+        try:
+            ckpt = self.checkpoint()
+            task = build(ckpt)
+            step = self.restore(task, ckpt) if ckpt is not None else 0
+            if self.write and self.record is not None:
+                self.record.start()
+            if ckpt is not None:  # said once the run's log file is open
+                log.info("resuming %s from its checkpoint (step %d)", self.run_dir, step)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.run_log = RunLog(self.run_dir, trackers, self.history, step, write=self.write,
+                                  report=self.record.report if self.record is not None else None)
+        except BaseException:
+            for tracker in trackers:
+                tracker.close()
+            raise
         self.summary: dict[str, Any] = {"config_digest": self.digest, **task.facts()}
         if self.objective_name is not None:
             self.summary.update(host=socket.gethostname(), pid=os.getpid(), versions=versions())
@@ -210,10 +216,8 @@ class Lifecycle:
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         self.summary.update(status=status, metrics={}, objective=None, error=one_line(e),
                             **task.progress())
-        if self.objective_name is not None:
-            self.close(self.summary)
-        else:  # a cell leaves no result: its experiment's summary records why
-            self.run_log.close()
+        # a cell leaves no result: its experiment's summary records why
+        self.close(self.summary, result=self.objective_name is not None)
 
     def end(self, task: Task, outcome: Outcome) -> Result:
         """The summary of a run that trained to its end (or diverged)."""
@@ -240,11 +244,12 @@ class Lifecycle:
             log.info("%s: %s = %s", outcome.status, self.objective_name, summary["objective"])
         return Result(summary.get("objective"), summary)
 
-    def close(self, summary: dict[str, Any]) -> None:
-        """Write the summary (rank 0), the HPARAMS entry, and close the records."""
-        if self.write:
-            write_json_atomic(self.result, summary)
-        if self.cfg is not None and self.objective_name is not None:
-            self.run_log.hparams(self.cfg, summary.get("metrics", {}), summary["status"],
-                                 self.record.hydra_cfg if self.record is not None else None)
-        self.run_log.close()
+    def close(self, summary: dict[str, Any], result: bool = True) -> None:
+        """Write the summary (rank 0), end the tracker runs, and close the records."""
+        try:
+            if self.write and result:
+                write_json_atomic(self.result, summary)
+            metrics = summary["metrics"] if self.objective_name is not None else summary
+            self.run_log.finish(summary["status"], metrics, [self.result] if result else [])
+        finally:
+            self.run_log.close()

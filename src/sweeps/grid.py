@@ -14,7 +14,12 @@ from src.sweeps.report import new_report
 
 
 class GridSweeper(BasicSweeper):
-    """Same configuration keys as Hydra's basic sweeper (`params`, `max_batch_size`)."""
+    """Hydra's basic sweeper's configuration keys (`params`, `max_batch_size`), and
+    `sweep_name`, which the sweeper sets in each of its jobs, not reads."""
+
+    def __init__(self, max_batch_size: int | None = None, params: Any = None,
+                 sweep_name: str | None = None) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
 
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None
@@ -22,6 +27,11 @@ class GridSweeper(BasicSweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([*self._parse_config(), *arguments])
         self.overrides = self.split_arguments(overrides, self.max_batch_size)
+        # what the trackers group the jobs by: the sweep as typed (logger=mlflow: its experiment)
+        name = " ".join(arguments) or str(self.config.hydra.job.name)
+        quoted = name.replace("\\", "\\\\").replace("'", "\\'")
+        self.overrides = [[[*job, f"hydra.sweeper.sweep_name='{quoted}'"] for job in batch]
+                          for batch in self.overrides]
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")

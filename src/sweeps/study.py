@@ -584,6 +584,8 @@ class StudySweeper(Sweeper):
         defaults, values, extra = [], {}, []
         for key, value in overrides.items():
             group = key.lstrip("+")
+            if group.split(".")[0] == "logger":  # where the numbers went, not what they are
+                continue
             if group == "experiment":  # the preset builds on the experiment the search used
                 defaults.insert(0, value)
             elif group in LATE_GROUPS:

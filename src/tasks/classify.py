@@ -28,7 +28,7 @@ from src.engine.features import Averages, ExchangeStats, Feature, SampleTracking
 from src.engine.trainer import Parts, Trainer, TrainerSettings, TrainState
 from src.engine.trainer import history_keys as trainer_history_keys
 from src.lifecycle.identity import config_digest
-from src.lifecycle.record import JobRecord, RunLog
+from src.lifecycle.record import JobRecord, RunLog, logger_for
 from src.lifecycle.run import Lifecycle, Outcome
 
 log = logging.getLogger(__name__)
@@ -236,8 +236,9 @@ class Classify:
 def lifecycle(cfg: DictConfig, run_dir: Path, record: JobRecord | None,
               write: bool = True) -> Lifecycle:
     """The lifecycle of the classify run `cfg` in `run_dir`."""
-    return Lifecycle(Path(run_dir), config_digest(cfg), cfg.objective, cfg=cfg, record=record,
-                     tensorboard=cfg.trainer.tensorboard, write=write)
+    return Lifecycle(Path(run_dir), config_digest(cfg), cfg.objective, record=record,
+                     logger=logger_for(cfg, run_dir, record.hydra_cfg if record else None),
+                     write=write)
 
 
 def run(cfg: DictConfig, run_dir: Path, record: JobRecord | None = None) -> float:

@@ -63,7 +63,7 @@ from src.engine.trainer import (
 from src.lifecycle.checkpoint import load_checkpoint
 from src.lifecycle.identity import config_digest, versions
 from src.lifecycle.lock import RunLock
-from src.lifecycle.record import JobRecord, RunLog
+from src.lifecycle.record import JobRecord, RunLog, logger_for
 from src.lifecycle.run import Lifecycle, Outcome
 from src.pruning.export import compare_speed, export, parameters
 from src.pruning.flops import count_flops
@@ -314,9 +314,13 @@ class PruningExperiment:
         """Prune, retrain and test one cell; returns its final weights and masks (for a
         cascade), or None if the cell had finished in an earlier start."""
         name, keep = cell_name(rep, index), self.ratios[index]
-        life = Lifecycle(self.cells_dir / name, self.cell_digest(rep, index), None,
-                         result=self.cells_dir / f"{name}.json",
-                         tensorboard=self.cfg.trainer.tensorboard, write=self.dist.is_main)
+        cell_dir = self.cells_dir / name
+        logger = logger_for(self.cfg, cell_dir, self.record.hydra_cfg if self.record else None,
+                            name=f"{self.run_dir.name}/{name}",
+                            more={"cell": name, "repetition": rep, "keep_ratio": keep})
+        life = Lifecycle(cell_dir, self.cell_digest(rep, index), None,
+                         result=self.cells_dir / f"{name}.json", logger=logger,
+                         write=self.dist.is_main)
         cells: list[Cell] = []
 
         def build_cell(ckpt: dict | None) -> Cell:

@@ -38,7 +38,7 @@ from src.core.build import build
 from src.core.errors import ConfigError
 from src.engine.distributed import resolve_device
 from src.lifecycle.identity import config_digest
-from src.lifecycle.record import JobRecord, RunLog
+from src.lifecycle.record import JobRecord, RunLog, logger_for
 from src.lifecycle.run import Lifecycle, Outcome
 from src.models.mean_field import Perceptron
 from src.regimes.data import BinaryData
@@ -349,8 +349,8 @@ def sizes(ds: DictConfig) -> tuple[int, int]:
 
 def lifecycle(cfg: DictConfig, run_dir: Path, record: JobRecord | None) -> Lifecycle:
     """The lifecycle of the regimes run `cfg` in `run_dir`."""
-    return Lifecycle(Path(run_dir), config_digest(cfg), cfg.objective, cfg=cfg, record=record,
-                     tensorboard=cfg.trainer.tensorboard)
+    return Lifecycle(Path(run_dir), config_digest(cfg), cfg.objective, record=record,
+                     logger=logger_for(cfg, run_dir, record.hydra_cfg if record else None))
 
 
 def run(cfg: DictConfig, run_dir: Path, record: JobRecord | None = None) -> float:

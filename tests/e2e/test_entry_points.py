@@ -49,7 +49,7 @@ def test_eval_of_a_missing_or_foreign_checkpoint_is_one_line(tmp_path, content):
 def test_tune_twice_against_one_sqlite_file_continues_the_study(tmp_path):
     db = tmp_path / "study" / "optuna.db"
     sweep = tmp_path / "trials"
-    args = ["debug=fast", "trainer.progress=false", "trainer.tensorboard=false",
+    args = ["debug=fast", "trainer.progress=false", "logger=none",
             "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage=sqlite:///{db}",
             "hydra.sweeper.study_name=t", f"hydra.sweep.dir={sweep}"]
     for _ in range(2):
@@ -82,7 +82,7 @@ def png_and_pdf(png: Path) -> None:
 def sweeps(tmp_path_factory) -> Path:
     """Small sweeps in the shapes the figures need, made by train.py itself."""
     root = tmp_path_factory.mktemp("sweeps")
-    quiet = ["trainer.progress=false", "trainer.tensorboard=false", "debug=fast"]
+    quiet = ["trainer.progress=false", "logger=none", "debug=fast"]
     for name, args in {
         "lr": ["-m", "epochs=2", "optimizer=sgd,momentum", "optimizer.lr=0.05,1e6", "seed=0,1"],
         "ema": ["-m", "epochs=2", "scheduler=cosine,constant", "seed=0,1"],

@@ -21,7 +21,7 @@ from tensorboard.plugins.hparams.api_pb2 import Status
 from tests.helpers.datafiles import write_cifar10, write_mnist_tree
 from tests.helpers.runs import ROOT, hparams_of_run, run_script, snapshot, start, train, wait_for
 
-QUIET = ["trainer.progress=false", "trainer.tensorboard=false"]
+QUIET = ["trainer.progress=false", "logger=none"]
 
 
 class Payload:
@@ -124,6 +124,14 @@ CASES = [
     ("train", ["epochs=3", "hydra.run.dir={run}"], "another config"),
     ("train", ["hydra.run.dir=/sys/trainkit"], "cannot write in /sys"),
     ("train", ["hydra.run.dir={locked}"], "is in use by pid"),
+    # train.py: experiment trackers that cannot start (before anything is written)
+    ("train", ["logger=[tensorboard,mlfow]"], "unknown logger 'mlfow'"),
+    ("train", ["logger=mlflow", "logger.mlflow.tracking_uri=foo://nowhere"],
+     "logger.mlflow.tracking_uri=foo://nowhere: MLflow cannot use this store"),
+    ("train", ["logger=mlflow", "logger.mlflow.tracking_uri=sqlite:////sys/trainkit/m.db"],
+     "logger.mlflow.tracking_uri=sqlite:////sys/trainkit/m.db: MLflow cannot use"),
+    ("train", ["logger=wandb", "logger.wandb.dir=/sys/trainkit"], "cannot write there"),
+    ("train", ["logger=wandb", "logger.wandb.mode=cloud"], "logger.wandb.mode=cloud"),
     # tune.py
     ("tune", ["optimizer.lr=tag(log,interval(0,1))"], "needs low > 0"),
     ("tune", ["hydra.sweeper.direction=upward"], "direction=upward"),
@@ -159,7 +167,8 @@ def test_a_mistake_is_one_line_and_exit_2_and_changes_nothing(place, script, arg
     before = snapshot(place["run"])
     values = {**{k: str(v) for k, v in place.items()}, "locked": str(held_lock(place))}
     args = [a.format(**values) for a in args]
-    extra = ["debug=fast", *QUIET] if script in ("train", "tune") else []
+    quiet = [q for q in QUIET if not any(a.startswith("logger") for a in args)]
+    extra = ["debug=fast", *quiet] if script in ("train", "tune") else []
     if script == "train" and not any(a.startswith("hydra.run.dir") for a in args):
         extra.append(f"hydra.run.dir={place['root'] / 'new'}")
     if script == "tune":
@@ -297,7 +306,7 @@ def test_only_rank_0_prints_under_torchrun(tmp_path):
 
 
 def test_without_a_terminal_no_progress_frames_reach_the_log(tmp_path):
-    proc = run_script("train.py", ["debug=fast", "epochs=2", "trainer.tensorboard=false",
+    proc = run_script("train.py", ["debug=fast", "epochs=2", "logger=none",
                                    f"hydra.run.dir={tmp_path}"])  # progress bar left on
     assert proc.returncode == 0
     assert "\r" not in proc.stdout + proc.stderr and "it/s" not in proc.stderr

@@ -105,6 +105,22 @@ def fast(command: str, postgres_url: str | None) -> str | None:
     if "--nnodes=2" in text:  # both "nodes" on this machine, meeting at 127.0.0.1
         node = text.strip().replace("node01:29500", f"127.0.0.1:{free_port()}")
         text = f"{node} & a=$!; {node} & b=$!; wait $a && wait $b"
+    if re.search(r"mlflow (ui|server)", text):  # a server: it must serve the README's runs
+        port = free_port()
+        probe = ("import json,time,urllib.request as u\n"
+                 "for _ in range(90):\n"
+                 "    try:\n"
+                 f"        r=u.urlopen(\"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/"
+                 "search?max_results=100\")\n"
+                 "        names=[e[\"name\"] for e in json.load(r)[\"experiments\"]]\n"
+                 "        assert any(\"seed=8,9\" in n for n in names), names\n"
+                 "        break\n"
+                 "    except OSError:\n"
+                 "        time.sleep(1)\n"
+                 "else:\n"
+                 "    raise SystemExit(\"mlflow ui did not answer\")\n")
+        return (f"{text.strip()} --port {port} & server=$!; .venv/bin/python -c '{probe}'; "
+                f"ok=$?; kill $server; wait $server; test $ok = 0")
     if "optuna-dashboard" in text:  # a server: it must start and keep serving
         # The README's default search ran here with debug=fast: its study has another digest.
         text = re.sub(r"outputs/tune/[^/]+/optuna\.db",

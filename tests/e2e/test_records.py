@@ -17,7 +17,7 @@ def test_record_preset_end_to_end_with_debug_fast(tmp_path):
     proc = run_script("train.py", [
         "-m", "experiment=record_mnist_mlp", "lr_grid=momo", "dataset=fake",
         "dataset.source.num_train=600", "dataset.source.num_test=200", "debug=fast",
-        "device=cpu", "trainer.progress=false", "trainer.tensorboard=false",
+        "device=cpu", "trainer.progress=false", "logger=none",
         "optimizer.lr=1,1e-2", "seed=0,1", f"hydra.sweep.dir={sweep_dir}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = find_runs(sweep_dir)

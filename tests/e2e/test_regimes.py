@@ -19,7 +19,7 @@ from tests.helpers.datafiles import write_cifar10, write_mnist_tree
 from tests.helpers.runs import ROOT, compose_train, run_script, summary, train
 
 # A perceptron on 256 teacher-student points in d = 16: fits in a few hundred steps.
-SMALL = ["task=regimes", "device=cpu", "trainer.tensorboard=false", "dataset.source.d=16",
+SMALL = ["task=regimes", "device=cpu", "logger=none", "dataset.source.d=16",
          "dataset.ptr=256", "dataset.pte=256", "task.alpha=4"]
 
 
@@ -29,7 +29,7 @@ def test_mnas_trains_on_cifar_animal_with_the_centred_output(tmp_path):
     train(run_dir, "task=regimes", "dataset=cifar_animal", "model=mnas", "model.width=2",
           f"data_dir={tmp_path / 'data'}", "dataset.ptr=16", "dataset.pte=8", "batch_size=4",
           "task.temp=0.5", "task.max_step=12", "task.eval_every=4", "task.ckpt_step_points=3",
-          "task.ckpt_grad_stats=4", "device=cpu", "trainer.tensorboard=false")
+          "task.ckpt_grad_stats=4", "device=cpu", "logger=none")
     s = summary(run_dir)
     history = read_jsonl(run_dir / "history.jsonl")
     assert s["status"] == "completed" and s["width"] == 2 and s["dt"] == pytest.approx(0.5 * 4 * 2)

@@ -170,7 +170,7 @@ def test_figure1_sweep_is_15_trainings_with_5_decays_each(tmp_path):
     # stacked: its 5 schedules x 3 seeds differ only in what a stack lets its runs differ in
     proc = run_script("train.py", ["-m", "experiment=ema_resnet20_cifar10", "debug=fast",
                                    *SMALL_FAKE, "model=mlp", f"hydra.sweep.dir={tmp_path}",
-                                   "trainer.progress=false", "trainer.tensorboard=false",
+                                   "trainer.progress=false", "logger=none",
                                    "hydra/launcher=stacked"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "stacked: 15 job(s): 15 in 1 stack(s), 0 alone" in proc.stdout + proc.stderr
@@ -183,7 +183,7 @@ def test_figure1_sweep_is_15_trainings_with_5_decays_each(tmp_path):
 def test_joblib_launcher_runs_trainings_in_parallel(tmp_path):
     proc = run_script("train.py", ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                                    "debug=fast", "seed=0,1", f"hydra.sweep.dir={tmp_path}",
-                                   "trainer.progress=false", "trainer.tensorboard=false"])
+                                   "trainer.progress=false", "logger=none"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = [summary(d) for d in tmp_path.iterdir() if d.is_dir()]
     assert len(runs) == 2 and all(r["status"] == "completed" for r in runs)

@@ -19,9 +19,9 @@ from tests.helpers.runs import ROOT, SMALL_FAKE, run_script, summary, train
 # No BatchNorm, no random draws (rand_zero off, ties give 0): both paths must agree exactly.
 DETERMINISTIC = ["debug=fast", "epochs=2", "device=cpu", "optimizer=compressed_sgd_vote",
                  "num_bits=1", "compression.compressor.rand_zero=false", "compression.tie=zero",
-                 "trainer.tensorboard=false"]
+                 "logger=none"]
 SCALED_SIGN_EF = ["debug=fast", "epochs=2", "device=cpu", "optimizer=sgd", "optimizer.lr=0.05",
-                  "compression=scaled_sign", "trainer.tensorboard=false"]
+                  "compression=scaled_sign", "logger=none"]
 
 
 def torchrun(nproc: int, args: list[str], run_dir: Path, **kwargs) -> subprocess.Popen:
@@ -66,7 +66,7 @@ def test_real_workers_reach_the_parameters_of_simulated_workers(tmp_path, worker
 
 def test_a_failed_rank_ends_the_job_instead_of_hanging(tmp_path):
     args = [*SMALL_FAKE, "model=resnet20", "epochs=30", "device=cpu", "optimizer=sign_sgd",
-            "trainer.tensorboard=false"]
+            "logger=none"]
     proc = torchrun(2, args, tmp_path / "run", start_new_session=True)
     deadline = time.time() + 120
     while not (tmp_path / "run" / "history.jsonl").exists() and time.time() < deadline:
@@ -121,7 +121,7 @@ def test_real_workers_give_a_loss_step_optimizer_the_mean_loss_of_all_ranks(tmp_
     """Momo's step size depends on the loss: every rank must see the all-reduced batch loss, or
     the replicas drift apart from the simulated run (and from each other)."""
     args = ["debug=fast", "epochs=2", "device=cpu", "optimizer=momo", "optimizer.lr=1",
-            "averaging=none", "trainer.tensorboard=false"]
+            "averaging=none", "logger=none"]
     real, simulated = tmp_path / "real", tmp_path / "simulated"
     proc = torchrun(2, args, real)
     out, _ = proc.communicate(timeout=300)

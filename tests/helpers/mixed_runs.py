@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-QUIET = ["trainer.progress=false", "trainer.tensorboard=false"]
+QUIET = ["trainer.progress=false", "logger=none"]
 SWEEPS = {
     "optimizers": ["debug=fast", "epochs=6", "dataset.train_limit=null", "optimizer=sgd,momentum",
                    "optimizer.lr=0.03,0.3", "seed=0,1", "trainer.track_samples=true"],

@@ -11,7 +11,7 @@ import torch
 from src.data.bundle import DataBundle, build_data
 from tests.helpers.runs import SMALL_FAKE, compose_train
 
-QUIET = ["device=cpu", "trainer.progress=false", "trainer.tensorboard=false"]
+QUIET = ["device=cpu", "trainer.progress=false", "logger=none"]
 DIGITS = ["debug=fast", *QUIET, "pruning.keep_ratios.count=3"]
 
 

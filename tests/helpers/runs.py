@@ -22,7 +22,7 @@ ROOT = CONF.parent
 # A small fake dataset: CIFAR-shaped, generated in milliseconds.
 SMALL_FAKE = ["dataset=fake", "dataset.source.num_train=600", "dataset.source.num_test=200",
               "dataset.val_size=100"]
-QUIET = ["trainer.progress=false", "trainer.tensorboard=false"]
+QUIET = ["trainer.progress=false", "logger=none"]
 
 register_resolvers()
 

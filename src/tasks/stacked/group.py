@@ -42,7 +42,7 @@ VARYING = ("seed", "init_seed", "epochs", "objective", "optimizer.lr", "optimize
            "task.ckpt_loss_floor", "task.ckpt_step_points", "task.ckpt_grad_stats",
            "task.stop_margin", "task.compile")
 # Result-neutral keys that still must agree within a stack (they decide where it runs).
-SHARED = ("device", "trainer.tensorboard", "trainer.progress")
+SHARED = ("device", "logger", "trainer.progress")
 MAX_SLOTS = 256
 # compile=auto compiles the regimes step for runs of this many steps or more: the compile's ~15 s
 # are repaid by ~0.4 ms a step saved (benchmarks/stacked.py)

@@ -67,7 +67,7 @@ def test_vote_refuses_scaled_levels(aggregate, compressor):
 def test_interrupted_compressed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     args = ["debug=fast", "epochs=3", "device=cpu", "optimizer=compressed_sgd_vote",
             "num_bits=2", "compression.compressor.decay=0.7", "compression=minmax",
-            "trainer.progress=false", "trainer.tensorboard=false"]
+            "trainer.progress=false", "logger=none"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     src.tasks.classify.run(compose_train(args), whole)
 
@@ -87,7 +87,7 @@ def test_interrupted_compressed_run_resumes_to_the_same_result(tmp_path, monkeyp
 def test_full_training_set_evaluation_every_n_steps(tmp_path):
     cfg = compose_train(["debug=fast", "device=cpu", "optimizer=compressed_sgd",
                          "trainer.log_every=1", "trainer.train_eval_every=4",
-                         "trainer.progress=false", "trainer.tensorboard=false"])
+                         "trainer.progress=false", "logger=none"])
     src.tasks.classify.run(cfg, tmp_path)
     steps = [json.loads(x) for x in (tmp_path / "steps.jsonl").read_text().splitlines()]
     assert [r["step"] for r in steps] == list(range(1, 9))

@@ -104,7 +104,7 @@ def test_a_run_killed_on_the_fused_path_resumes_on_the_eager_one_to_the_same_res
         tmp_path, monkeypatch, caplog):
     args = ["debug=fast", "epochs=3", "device=cpu", "optimizer=compressed_sgd_vote",
             "workers=3", "num_bits=2", "compression.compressor.decay=0.8",
-            "trainer.progress=false", "trainer.tensorboard=false"]
+            "trainer.progress=false", "logger=none"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     src.tasks.classify.run(compose_train([*args, "compression.fused=false"]), whole)
     die_after_first_checkpoint(monkeypatch)  # killed right after epoch 1's checkpoint

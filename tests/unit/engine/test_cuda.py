@@ -43,7 +43,7 @@ def device() -> torch.device:
 def test_training_with_amp_and_channels_last_on_the_device(device, tmp_path):
     cfg = compose_train(["debug=fast", "model=mnist_cnn", f"device={device.type}",
                          "trainer.amp=bf16", "trainer.channels_last=true",
-                         "trainer.progress=false", "trainer.tensorboard=false"])
+                         "trainer.progress=false", "logger=none"])
     objective = run(cfg, tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "completed" and 0.0 <= objective <= 1.0
@@ -68,7 +68,7 @@ def test_compiled_forward_and_training_equal_eager(device, tmp_path):
     with torch.no_grad():
         assert torch.allclose(torch.compile(model)(x), model(x), atol=1e-4, rtol=1e-4)
     args = ["debug=fast", f"device={device.type}", "trainer.progress=false",
-            "trainer.tensorboard=false", "trainer.amp=off"]
+            "logger=none", "trainer.amp=off"]
     run(compose_train(args), tmp_path / "eager")
     run(compose_train([*args, "trainer.compile=true"]), tmp_path / "compiled")
     eager, compiled = (json.loads((tmp_path / n / "summary.json").read_text())["metrics"]
@@ -82,7 +82,7 @@ def test_compiled_with_cuda_graphs_trains_like_eager(device, tmp_path, workers):
     # for 2 simulated workers, two graph replays per step.
     args = ["debug=fast", "model=resnet20", "dataset=fake", "dataset.source.num_train=600",
             "dataset.source.num_test=200", "dataset.val_size=100", f"device={device.type}",
-            f"workers={workers}", "trainer.progress=false", "trainer.tensorboard=false",
+            f"workers={workers}", "trainer.progress=false", "logger=none",
             "trainer.amp=off"]
     run(compose_train(args), tmp_path / "eager")
     run(compose_train([*args, "trainer.compile=reduce-overhead"]), tmp_path / "graphs")

@@ -51,7 +51,7 @@ def test_bad_precision_settings_are_one_line_errors(kw, says):
 @pytest.mark.parametrize("override", ["trainer.amp=bf16", "trainer.channels_last=true"])
 def test_runs_train_with_each_setting(tmp_path, override):
     cfg = compose_train(["debug=fast", "model=resnet20", "device=cpu", override,
-                         "trainer.progress=false", "trainer.tensorboard=false"])
+                         "trainer.progress=false", "logger=none"])
     run(cfg, tmp_path)
     s = summary(tmp_path)
     assert s["status"] == "completed" and 0.0 <= s["metrics"]["test_acc"] <= 1.0
@@ -61,7 +61,7 @@ def test_compiled_model_trains_like_the_eager_one(tmp_path):
     # reduce-overhead records CUDA graphs on a GPU; on a CPU it compiles like default, but the
     # trainer still marks every step's start for the graphs (tests/unit/engine/test_cuda.py runs
     # it there).
-    args = ["debug=fast", "device=cpu", "trainer.progress=false", "trainer.tensorboard=false"]
+    args = ["debug=fast", "device=cpu", "trainer.progress=false", "logger=none"]
     run(compose_train(args), tmp_path / "eager")
     eager = summary(tmp_path / "eager")
     for setting in ("true", "reduce-overhead"):

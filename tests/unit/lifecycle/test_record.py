@@ -8,7 +8,7 @@ from tensorboard.plugins.hparams.api_pb2 import Status
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from src.core.files import FINISHED
-from src.lifecycle.record import session_end
+from src.lifecycle.trackers.files import session_end
 
 EXPECTED = {"completed": "STATUS_SUCCESS", "diverged": "STATUS_FAILURE",
             "failed": "STATUS_FAILURE", "pruned": "STATUS_UNKNOWN",

@@ -56,7 +56,7 @@ class Halving:
 
 def life(run_dir: Path, digest: str = "d1", objective: str | None = "val_loss",
          result: Path | None = None) -> Lifecycle:
-    return Lifecycle(run_dir, digest, objective, result=result, tensorboard=False)
+    return Lifecycle(run_dir, digest, objective, result=result)
 
 
 def test_a_fresh_run_trains_and_writes_its_summary_history_and_checkpoint(tmp_path):
@@ -147,7 +147,7 @@ def test_a_run_stopped_by_the_scheduler_checkpoints_there_and_resumes_without_re
     whole = life(tmp_path / "whole").execute(lambda ckpt: Halving())
     cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):  # Stopped is one: nothing catches it as an error
-        Lifecycle(cut, "d1", "val_loss", record=Asking(at=3), tensorboard=False).execute(
+        Lifecycle(cut, "d1", "val_loss", record=Asking(at=3)).execute(
             lambda ckpt: Halving())
     assert read_json(cut / SUMMARY)["status"] == "interrupted"
     seen = []

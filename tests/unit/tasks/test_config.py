@@ -64,7 +64,7 @@ def test_run_names_follow_the_overrides():
 def test_each_model_family_trains_one_debug_epoch_in_process(tmp_path, model):
     cfg = compose_train([*SMALL_FAKE, "debug=fast", f"model={model}", "device=cpu",
                          "dataset.train_limit=96", "dataset.eval_limit=64",
-                         "trainer.progress=false", "trainer.tensorboard=false"])
+                         "trainer.progress=false", "logger=none"])
     objective = run(cfg, tmp_path)
     assert 0.0 <= objective <= 1.0
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
@@ -86,7 +86,7 @@ def test_final_evaluation_evaluates_each_distinct_state_once(tmp_path, monkeypat
     monkeypatch.setattr(runner, "evaluate_states", counted)
     cfg = compose_train([*SMALL_FAKE, "model=mlp", f"epochs={epochs}", "device=cpu",
                          "optimizer.lr=0.5", "averaging.decays=[0.5]",
-                         "trainer.progress=false", "trainer.tensorboard=false"])
+                         "trainer.progress=false", "logger=none"])
     run(cfg, tmp_path)
     metrics = json.loads((tmp_path / "summary.json").read_text())["metrics"]
     distinct = 0
@@ -107,7 +107,7 @@ def test_compressed_sgd_presets_train_on_every_training_image_and_use_the_seeds_
     write_mnist_tree(tmp_path / "data", "MNIST")  # 6 training and 3 test images
     cfg = compose_train([f"experiment={preset}", f"data_dir={tmp_path / 'data'}", "epochs=1",
                          "batch_size=2", "workers=1", "device=cpu", "trainer.progress=false",
-                         "trainer.tensorboard=false"])
+                         "logger=none"])
     run(cfg, tmp_path / "run")
     record = json.loads((tmp_path / "run" / "history.jsonl").read_text().splitlines()[0])
     assert record["step"] == 3  # all 6 training images, 2 per step: none carved for validation

@@ -212,7 +212,7 @@ def test_vgg16_record_head_is_512_512_10_with_dropout():
 def test_init_seed_fixes_the_initial_weights_and_seed_the_data_order(tmp_path):
     """lr 0 keeps the initial weights: equal for two seeds with one init_seed, not without."""
     base = ["debug=fast", "device=cpu", "optimizer=sgd", "optimizer.lr=0", "averaging=none",
-            "trainer.tensorboard=false", "trainer.progress=false"]
+            "logger=none", "trainer.progress=false"]
     weights, losses = {}, {}
     for tag, extra in {"a": ["init_seed=3", "seed=0"], "b": ["init_seed=3", "seed=1"],
                        "c": ["seed=1"]}.items():

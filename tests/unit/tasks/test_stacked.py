@@ -48,7 +48,7 @@ CLASSIFY = {
                   "batch_size=64", "dataset.train_limit=256", *QUIET],
                  [["seed=0"], ["seed=1", "optimizer.lr=0.02", "averaging.decays=[0.8,0.95]"]]),
 }
-SMALL_REGIMES = ["task=regimes", "device=cpu", "task.dtype=float64", "trainer.tensorboard=false",
+SMALL_REGIMES = ["task=regimes", "device=cpu", "task.dtype=float64", "logger=none",
                  "task.ckpt_grad_stats=4", "task.ckpt_step_points=3"]
 PERCEPTRON = [*SMALL_REGIMES, "dataset.source.d=8", "dataset.ptr=64", "dataset.pte=64",
               "batch_size=8", "epochs=40"]

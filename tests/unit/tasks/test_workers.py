@@ -15,7 +15,7 @@ def test_seed_000_presets_run_with_debug_fast_on_any_dataset(tmp_path, preset):
     assert seed_setup.batch_size == 64 and seed_setup.model._target_.endswith("mnist_cnn")
     assert seed_setup.dataset.name == "mnist" and not seed_setup.dataset.normalize
     cfg = compose_train([f"experiment={preset}", "debug=fast", *SMALL_FAKE, "device=cpu",
-                         "trainer.progress=false", "trainer.tensorboard=false"])
+                         "trainer.progress=false", "logger=none"])
     run(cfg, tmp_path)
     assert summary(tmp_path)["status"] == "completed"
 
