@@ -25,7 +25,7 @@ from src.core.files import (
 )
 from src.core.keys import neutral
 from src.lifecycle.lock import batch_job
-from src.lifecycle.trackers import Logger, Point, TrackedRun, Tracker
+from src.lifecycle.trackers import Logger, Point, TrackedRun, Tracker, shielded
 
 # Whose work this thread is doing where one process runs many runs (stacked runs): a run's
 # lines go to its own log file only, and to the console only if they warn; the lines of their
@@ -194,7 +194,7 @@ def logger_for(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig | None, *,
     if batch_job() is not None:
         tags["batch_job"] = str(batch_job())
     params = {**hparams_of(cfg, hydra_cfg), **(more or {})}
-    config = OmegaConf.to_container(cfg.logger) if cfg.get("logger") else {}
+    config = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.get("logger") else {}
     return Logger(config, TrackedRun(run_dir, name or run_dir.name, group, params, tags))
 
 
@@ -235,9 +235,10 @@ class RunLog:
         steps = self.run_dir / STEPS  # per-interval records past the checkpoint are dropped
         kept = [r for r in read_jsonl(steps) if r["step"] <= step] if step else []
         rewrite(steps, kept)
-        for tracker in trackers:
-            tracker.start(step, points(kept, self.history))
-            self.trackers.append(tracker)
+        with shielded():
+            for tracker in trackers:
+                tracker.start(step, points(kept, self.history))
+                self.trackers.append(tracker)
 
     def append(self, record: dict) -> None:
         """One epoch's record: appended to history.jsonl and logged as scalars at its last step."""
@@ -255,16 +256,19 @@ class RunLog:
             return
         append_jsonl(self.run_dir / name, record)
         values = tagged(group, record)
-        for tracker in self.trackers:
-            tracker.log(values, record["step"])
+        with shielded():
+            for tracker in self.trackers:
+                tracker.log(values, record["step"])
 
     def finish(self, status: str, metrics: dict[str, Any], files: list[Path]) -> None:
         """The run ended: its status, final metrics (non-finite ones left out) and files (its
         summary.json) go to every tracker (TensorBoard: the HPARAMS tab's entry)."""
-        for tracker in self.trackers:
-            tracker.finish(status, metrics, files)
+        with shielded():
+            for tracker in self.trackers:
+                tracker.finish(status, metrics, files)
 
     def close(self) -> None:
-        for tracker in self.trackers:
-            tracker.close()
-        self.trackers = []
+        with shielded():
+            for tracker in self.trackers:
+                tracker.close()
+            self.trackers = []

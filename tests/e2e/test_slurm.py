@@ -20,6 +20,7 @@ import torch
 
 from tests.helpers.runs import QUIET, ROOT, run_script, start, study_trials, summary, wait_for
 from tests.helpers.slurm import Cluster, slurm_cluster, why_not
+from tests.helpers.trackers import wandb_run
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
@@ -154,7 +155,10 @@ def test_a_run_past_its_time_limit_is_requeued_and_resumes_to_the_same_result(
 
 def test_a_preempted_run_is_requeued_and_resumes_to_the_same_result(
         cluster, uninterrupted, tmp_path):
-    proc = start("train.py", ["-m", *LONG, *SLURM, f"hydra.sweep.dir={tmp_path}"],
+    # with W&B offline: the requeued job continues the same W&B run (its service is signalled
+    # with the job)
+    tracked = [a for a in LONG if not a.startswith("logger=")] + ["logger=wandb"]
+    proc = start("train.py", ["-m", *tracked, *SLURM, f"hydra.sweep.dir={tmp_path}"],
                  tmp_path / "log", env=cluster.env)
     run_dir = tmp_path / ("dataset.train_limit=1024,debug=fast,epochs=1200,seed=0,"
                           "trainer.checkpoint_every=50")
@@ -173,6 +177,10 @@ def test_a_preempted_run_is_requeued_and_resumes_to_the_same_result(
     print(f"preemption: sacct states of job {job}: {states}")
     assert states == ["REQUEUED", "COMPLETED"], states
     same_run(run_dir, uninterrupted)
+    wb = wandb_run(run_dir)
+    assert wb.starts == 2 and len(wb.ids) == 1 and wb.exit_codes == [1, 0]
+    assert wb.summary["status"] == "completed"
+    assert wb.series("epoch/epoch") == [(r["step"], r["epoch"]) for r in history(run_dir)]
 
 
 def test_two_slurm_tasks_are_the_torchrun_run_with_two_processes(cluster, tmp_path):

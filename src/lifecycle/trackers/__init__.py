@@ -19,8 +19,11 @@ One run is one tracker run, whatever happens to the process:
 from __future__ import annotations
 
 import math
+import signal
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +79,25 @@ class Tracker:
 
     def close(self) -> None:
         """Release what the tracker holds (also after an error)."""
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """A Ctrl-C inside this block waits for its end: a tracker's write is never cut in two (a
+    KeyboardInterrupt inside MLflow's SQLite transaction leaves its lock held, and the run's
+    end, which writes its status, then waits on it forever). Main thread only, where signals
+    land; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(signal.SIGINT, None)  # now: the handler that was there (raises, usually)
 
 
 def finite(values: Mapping[str, Any]) -> dict[str, float]:
@@ -139,14 +161,16 @@ def open_trackers(logger: Logger) -> list[Tracker]:
     kinds: dict[str, Any] = {"tensorboard": TensorBoardTracker, "csv": CsvTracker,
                              "mlflow": MlflowTracker, "wandb": WandbTracker}
     trackers: list[Tracker] = []
-    try:
-        for name, options in logger.config.items():
-            if name not in kinds:
-                raise UserError(f"logger.{name}: no such tracker: choose among "
-                                f"{', '.join(NAMES)} (logger=[tensorboard,mlflow] for several)")
-            trackers.append(kinds[name](logger.run, dict(options or {})))
-    except BaseException:
-        for t in trackers:
-            t.close()
-        raise
+    with shielded():
+        try:
+            for name, options in logger.config.items():
+                if name not in kinds:
+                    raise UserError(f"logger.{name}: no such tracker: choose among "
+                                    f"{', '.join(NAMES)} (logger=[tensorboard,mlflow] for "
+                                    f"several)")
+                trackers.append(kinds[name](logger.run, dict(options or {})))
+        except BaseException:
+            for t in trackers:
+                t.close()
+            raise
     return trackers
