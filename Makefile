@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: setup train test test-fast test-readme test-cluster bench lint clean
+.PHONY: setup train test test-fast test-slow test-readme test-cluster bench lint clean
 # test processes (pytest-xdist)
 JOBS ?= 2
 
@@ -21,10 +21,16 @@ $(STAMP): requirements.txt
 train: setup
 	$(PY) train.py
 
-# The whole suite but the README's commands (test-readme; CI runs both).
+# The suite but its slowest end-to-end tests (test-slow), the README's commands (test-readme)
+# and the SLURM cluster (test-cluster); CI runs all four.
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not readme and not cluster"
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not slow and not readme and not cluster"
+
+# The end-to-end tests marked slow (killed and restarted searches, pruners in other processes,
+# torchrun and submitit): about 4 minutes.
+test-slow: setup
+	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "slow and not readme and not cluster"
 
 # The unit tests (tests/unit: every module, in process) and the end-to-end tests marked smoke
 # (each entry point once); under 5 minutes on 2 cores.

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.helpers.runs import run_script
 
 
@@ -54,6 +56,7 @@ def test_the_stacked_benchmark_reports_the_slots_occupancy(tmp_path):
     assert 0 < zero["occupancy"] <= 1 and zero["occupancy_while_jobs_waited"] is None
 
 
+@pytest.mark.slow
 def test_the_tune_benchmark_counts_epochs_and_waiting(tmp_path):
     out = tmp_path / "tune.json"
     proc = run_script("benchmarks/tune.py", ["--trials", "4", "--epochs", "2", "--out", str(out)])
@@ -66,3 +69,16 @@ def test_the_tune_benchmark_counts_epochs_and_waiting(tmp_path):
         assert r["epochs_vs_none"] == r["epochs_trained"] / 8 <= 1
     for r in result["lanes"].values():
         assert 0 <= r["waiting_share"] < 1 and r["busy_s"] <= 2 * r["span_s"]
+
+
+@pytest.mark.slow
+def test_the_trackers_benchmark_prices_every_logger_against_none(tmp_path):
+    out = tmp_path / "trackers.json"
+    proc = run_script("benchmarks/trackers.py", ["--runs", "1", "--rounds", "1", "--epochs", "1",
+                                                 "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["logger"]: r for r in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["none", "tensorboard", "csv", "mlflow", "wandb"]
+    assert rows["none"]["sweep_vs_none"]["ratio"] == rows["none"]["single_vs_none"]["ratio"] == 1
+    for r in rows.values():
+        assert r["sweep_s_per_run"] > 0 and r["single_run_s"] > 0

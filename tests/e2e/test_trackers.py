@@ -37,6 +37,12 @@ def store(root: Path) -> list[str]:
     return [f"logger.mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}"]
 
 
+def quiet(files: dict[str, str]) -> dict[str, str]:
+    """Files but W&B's service logs (wandb/.../logs/), which its own process, orphaned by a
+    kill -9, goes on writing for a moment."""
+    return {k: v for k, v in files.items() if "/logs/debug" not in k}
+
+
 def records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -77,12 +83,12 @@ def test_a_run_killed_after_its_first_epoch_is_one_tracker_run_with_every_point_
     assert len(records(run_dir / "history.jsonl")) < 3
     if kill == signal.SIGKILL:  # a store it cannot open: one line, and the run as it was
         (run_dir / "run.lock").unlink()  # the killed process's (the next start removes it)
-        before = snapshot(tmp_path)
+        before = quiet(snapshot(tmp_path))
         bad = run_script("train.py", [*args, "logger.mlflow.tracking_uri=sqlite:////proc/m.db"])
         assert bad.returncode == 2, bad.stderr[-2000:]
         assert bad.stderr.strip().startswith("error: logger.mlflow.tracking_uri=sqlite:////proc")
         assert len(bad.stderr.strip().splitlines()) == 1
-        assert snapshot(tmp_path) == before
+        assert quiet(snapshot(tmp_path)) == before
 
     again = run_script("train.py", args)  # the same command resumes it
     assert again.returncode == 0, again.stderr[-3000:]
@@ -162,6 +168,7 @@ def test_tune_trials_carry_their_trial_number_and_study(tmp_path):
     assert {r.info.run_id for r in in_study} == {r.info.run_id for r in runs}
 
 
+@pytest.mark.slow
 def test_a_torchrun_run_is_one_tracker_run(tmp_path):
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
