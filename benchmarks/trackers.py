@@ -34,10 +34,10 @@ TINY = ["debug=fast", "model=mlp", "model.width=16", "averaging=none", "device=c
         "trainer.progress=false"]
 
 
-def train(args: list[str], cwd: Path) -> float:
+def train(args: list[str], cwd: Path, multirun: bool = False) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *TINY, *args], cwd=cwd,
-                          text=True, capture_output=True)
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *(["-m"] if multirun else []),
+                           *TINY, *args], cwd=cwd, text=True, capture_output=True)
     if proc.returncode != 0:
         sys.exit(f"trackers: train.py {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
     return time.perf_counter() - t0
@@ -57,8 +57,8 @@ def main() -> None:
         def sweep(logger: str) -> float:
             first = next(count) * args.runs  # new runs each time: none is reused
             seeds = ",".join(str(first + i) for i in range(args.runs))
-            wall = train(["-m", f"logger={logger}", f"epochs={args.epochs}", f"seed={seeds}",
-                          f"hydra.sweep.dir={work}/sweeps"], work)
+            wall = train([f"logger={logger}", f"epochs={args.epochs}", f"seed={seeds}",
+                          f"hydra.sweep.dir={work}/sweeps"], work, multirun=True)
             return wall / args.runs
 
         def single(logger: str) -> float:
