@@ -136,8 +136,15 @@ def test_a_killed_search_with_a_pruner_keeps_every_result_when_restarted(tmp_pat
         return ("COMPLETE" in states and "PRUNED" in states and states[-1] == "RUNNING"
                 and len(list(tmp_path.glob("*/checkpoint.pt"))) > len(states) - 1)
 
+    def training_past_its_first_epoch() -> bool:  # a glob: quick, so the kill lands there
+        return any((lock.parent / "checkpoint.pt").exists()
+                   and not (lock.parent / "summary.json").exists()
+                   for lock in tmp_path.glob("*/run.lock"))
+
     wait_for(ended_both_ways_and_training, timeout=240,
              what="a completed, a pruned and a training trial")
+    # reading the study takes a while, in which that trial may end: wait for one mid-training
+    wait_for(training_past_its_first_epoch, timeout=60, what="a trial mid-training")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     before = {t.number: t for t in study_trials(db) if t.state.name in ("COMPLETE", "PRUNED")}
