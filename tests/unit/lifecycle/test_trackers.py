@@ -170,3 +170,25 @@ def test_an_unknown_tracker_is_refused_and_those_opened_before_are_closed(tmp_pa
         open_trackers(logger)
     assert len(closed) == 1
     assert list((tmp_path / "run").iterdir()) == []  # opening writes nothing
+
+
+def test_a_wandb_service_that_died_stops_the_logging_not_the_run(tmp_path, caplog):
+    """SLURM's SIGTERM at a preemption reaches W&B's service too: the run must still reach its
+    checkpoint and end (its points go to W&B when it resumes)."""
+    from src.lifecycle.trackers.wandb_tracker import WandbTracker
+
+    class Gone:
+        dir = str(tmp_path)
+
+        def log(self, *args, **kwargs):
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+        finish = log
+
+    tracker = WandbTracker(tracked(tmp_path / "run"), {})
+    tracker.handle, tracker.marks = Gone(), Marks()
+    tracker.log({"epoch/val_acc": 0.5}, 10)  # no exception: a warning, and W&B is left alone
+    assert tracker.handle is None and "W&B stopped answering" in caplog.text
+    tracker.log({"epoch/val_acc": 0.6}, 20)
+    tracker.finish("interrupted", {}, [])
+    tracker.close()
