@@ -28,7 +28,7 @@ test: setup
 	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not slow and not readme and not cluster"
 
 # The end-to-end tests marked slow (killed and restarted searches, pruners in other processes,
-# torchrun and submitit): about 4 minutes.
+# torchrun and submitit): about 7 minutes.
 test-slow: setup
 	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "slow and not readme and not cluster"
 
