@@ -27,7 +27,10 @@ from src.core.keys import flatten as flatten_config
 
 log = logging.getLogger(__name__)
 
-PARTS = ("cells", ".submitit")  # folders inside a run (or sweep) that are not runs of their own
+# Folders inside a run (or sweep) that are not runs of their own: pruning cells, submitit's
+# logs, and the trackers' copies of a run's summary.json (W&B's offline folders in the run, an
+# MLflow store's artifacts/)
+PARTS = ("cells", ".submitit", "wandb", "artifacts")
 
 
 @dataclass

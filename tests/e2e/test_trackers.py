@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from src.analysis.runs import find_runs
 from tests.helpers.postgres import free_port
 from tests.helpers.runs import ROOT, run_script, snapshot, start, summary, wait_for
 from tests.helpers.trackers import (
@@ -146,6 +147,8 @@ def test_a_sweeps_runs_share_an_experiment_and_a_group(tmp_path):
     assert sorted(r.data.params["seed"] for r in runs) == ["0", "1"]
     dirs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [wandb_run(d).groups for d in dirs] == [{name[:128]}] * 2  # W&B: 128 at most
+    # the trackers' copies of summary.json (W&B's folders, MLflow's artifacts) are not runs
+    assert sorted(r.path for r in find_runs(tmp_path)) == dirs
 
     before = snapshot(tmp_path)
     again = run_script("train.py", args)  # both reused: no new tracker run, nothing logged
