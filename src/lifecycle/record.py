@@ -255,6 +255,8 @@ class RunLog:
         if not self.write:
             return
         append_jsonl(self.run_dir / name, record)
+        if not self.trackers:  # logger=none: no Ctrl-C shield to install on every record
+            return
         values = tagged(group, record)
         with shielded():
             for tracker in self.trackers:
