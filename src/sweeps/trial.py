@@ -69,13 +69,15 @@ def study_storage(url: str) -> Any:
 
 class TrialReporter:
     """Reports `objective` from each history record to trial `number` of the study and raises
-    Pruned when the study's pruner says so."""
+    Pruned when the study's pruner says so. The record of epoch `last_epoch` is reported but not
+    judged: stopping there would save nothing and turn a finished trial into a pruned one."""
 
     def __init__(self, url: str, study_name: str, number: int, pruner: Any,
-                 objective: str) -> None:
+                 objective: str, last_epoch: int | None = None) -> None:
         import optuna
 
         self.key, self.objective, self.number = history_key(objective), objective, number
+        self.last_epoch = last_epoch
         storage = study_storage(url)
         self.study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
         trial_id = storage.get_trial_id_from_study_id_trial_number(
@@ -92,7 +94,8 @@ class TrialReporter:
         step = epoch if isinstance(epoch, int) else int(record["step"])
         try:
             self.trial.report(float(value), step)
-            prune = self.trial.should_prune()
+            last = isinstance(epoch, int) and epoch >= (self.last_epoch or math.inf)
+            prune = not last and self.trial.should_prune()
         except (optuna.exceptions.OptunaError, RuntimeError, ValueError) as e:
             # the trial was ended meanwhile (failed as dead, then retried): train on, unjudged
             log.warning("trial %d: cannot report to the study (%s); not pruned", self.number, e)
@@ -116,4 +119,5 @@ def reporter_for(cfg: DictConfig, hydra_cfg: DictConfig,
         log.warning("trial %d runs under torchrun: the pruner does not stop it", sweeper.trial)
         return None
     return TrialReporter(storage_url(sweeper, hydra_cfg.sweep.dir), sweeper.study_name,
-                         int(sweeper.trial), instantiate(pruner_cfg), cfg.objective)
+                         int(sweeper.trial), instantiate(pruner_cfg), cfg.objective,
+                         last_epoch=int(cfg.epochs) if cfg.get("epochs") is not None else None)
