@@ -191,8 +191,9 @@ def logger_for(cfg: DictConfig, run_dir: Path, hydra_cfg: DictConfig | None, *,
         if sweeper.get("trial") is not None:
             tags.update(trial=str(sweeper.trial), study=str(sweeper.study_name),
                         job_type="trial")
-    if batch_job() is not None:
-        tags["batch_job"] = str(batch_job())
+    job = batch_job()
+    if job is not None:
+        tags["batch_job"] = str(job)
     params = {**hparams_of(cfg, hydra_cfg), **(more or {})}
     config = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.get("logger") else {}
     return Logger(config, TrackedRun(run_dir, name or run_dir.name, group, params, tags))
@@ -235,9 +236,10 @@ class RunLog:
         steps = self.run_dir / STEPS  # per-interval records past the checkpoint are dropped
         kept = [r for r in read_jsonl(steps) if r["step"] <= step] if step else []
         rewrite(steps, kept)
+        held = points(kept, self.history)
         with shielded():
             for tracker in trackers:
-                tracker.start(step, points(kept, self.history))
+                tracker.start(step, held)
                 self.trackers.append(tracker)
 
     def append(self, record: dict) -> None:

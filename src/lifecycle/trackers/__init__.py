@@ -3,7 +3,7 @@ group: tensorboard, csv, mlflow, wandb, or a list of them).
 
 Every tracker gets the same things: the run's hyperparameters, every scalar of history.jsonl and
 steps.jsonl against the optimizer step (`epoch/<key>`, `step/<key>`), the final metrics and
-status, and the run's summary.json (and figures) where it keeps files.
+status, and the run's summary.json where it keeps files (runs draw no figures of their own).
 
 One run is one tracker run, whatever happens to the process:
 - opening (the tracker's constructor) checks everything that can fail (the package, the store,
