@@ -10,7 +10,9 @@ Bit-identical to the eager path, random draws included: the random bytes are dra
 compiled function, from the same generators and in the same amounts as the eager path draws them
 (ceil(n / 8) bytes per worker for rand_zero, ceil(n / 8) from the tie generator for random ties),
 and element i takes bit i % 8 of byte i // 8 in both. The eager path stays the reference
-(tests/unit/compression/test_fused.py compares them).
+(tests/unit/compression/test_fused.py compares them). That holds where both use the same CPU
+vector width: inductor compiles for the width that ATEN_CPU_CAPABILITY selects for ATen's own
+kernels, and src/core/compile.py keeps its cache apart per width.
 
 Fusable: MinMax and Sign, vote or mean, any tie rule, worker momentum (its update stays eager,
 two passes: ATen's add with alpha is one fused multiply-add on CPUs with FMA, which inductor's
@@ -28,6 +30,7 @@ import torch
 from torch import Tensor
 
 from src.compression.compressors import ErrorFeedback, MinMax, Sign, signs_from_bytes
+from src.core.compile import compile_fn
 
 SETTINGS = ("auto", "true", "false")
 # 'auto' fuses a run whose exchange work, elements per step (workers x parameters) times steps,
@@ -137,7 +140,7 @@ _compiled = None
 def _compiled_step():
     global _compiled
     if _compiled is None:
-        _compiled = torch.compile(_step, fullgraph=True, dynamic=False)
+        _compiled = compile_fn(_step, fullgraph=True, dynamic=False)
     return _compiled
 
 

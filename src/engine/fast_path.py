@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from src.core.compile import compile_fn
 from src.core.errors import ConfigError
 
 AMP = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
@@ -70,7 +71,7 @@ class FastPath:
 
     def compiled(self, model: nn.Module) -> nn.Module:
         """The module the training steps call: `model` itself, or compiled in its mode."""
-        return model if self.compile_mode is None else torch.compile(model, mode=self.compile_mode)
+        return model if self.compile_mode is None else compile_fn(model, mode=self.compile_mode)
 
     def forward_begins(self) -> None:
         """Before each training forward: with CUDA graphs, the outputs of the previous replay

@@ -84,14 +84,17 @@ def jacobian(model: nn.Module, x: Tensor, chunk: int = 64) -> Tensor:
 
 
 def ntk_stats(model: nn.Module, x: Tensor, y: Tensor, pred: Tensor, alpha: float,
-              phi: Callable[[Tensor], Tensor], k0: Tensor | None) -> tuple[dict[str, float],
-                                                                          Tensor]:
+              phi: Callable[[Tensor], Tensor],
+              k0: Tensor | None) -> tuple[dict[str, float], Tensor, dict[str, str]]:
     """NTK Gram matrix K = J J^T on the n points `x` and the gradient noise there.
 
-    Returns (stats, K). stats: ntk_delta = mean((K - K0)^2), ntk_delta_rel = that / mean(K0^2),
-    ntk_norm = ||K||_F, ntk_yKy = y^T K y, ntk_yKinvy = y^T K^+ y / n^2 (pseudo-inverse),
-    grad_norm = ||mean_i g_i|| and grad_var = mean_i ||g_i - mean g||^2, where g_i is the
-    gradient of sample i's loss: the noise of an SGD step on a batch of B is grad_var / B.
+    Returns (stats, K, notes). stats: ntk_delta = mean((K - K0)^2), ntk_delta_rel = that /
+    mean(K0^2), ntk_norm = ||K||_F, ntk_yKy = y^T K y, ntk_yKinvy = y^T K^+ y / n^2
+    (pseudo-inverse), grad_norm = ||mean_i g_i|| and grad_var = mean_i ||g_i - mean g||^2, where
+    g_i is the gradient of sample i's loss: the noise of an SGD step on a batch of B is
+    grad_var / B. notes: why an observable that could not be computed is NaN (the
+    pseudo-inverse's eigensolver does not always converge on an ill-conditioned K, and which
+    matrices it gives up on depends on the CPU's kernels), keyed by that observable.
     """
     jac = jacobian(model, x)
     kernel = jac @ jac.t()
@@ -102,10 +105,16 @@ def ntk_stats(model: nn.Module, x: Tensor, y: Tensor, pred: Tensor, alpha: float
     grads = (dz * y).unsqueeze(1) * jac
     mean_grad = grads.mean(0)
     n = len(x)
+    notes = {}
+    try:
+        y_kinv_y = y @ torch.linalg.pinv(kernel, hermitian=True) @ y / n**2
+    except torch.linalg.LinAlgError as e:
+        y_kinv_y = torch.tensor(math.nan, dtype=kernel.dtype, device=kernel.device)
+        notes["ntk_yKinvy"] = f"NaN: the pseudo-inverse of K failed ({str(e).split(':')[0]})"
     stats = torch.stack([
         (kernel - k0).pow(2).mean(), (kernel - k0).pow(2).mean() / k0.pow(2).mean(),
-        kernel.norm(), y @ kernel @ y, y @ torch.linalg.pinv(kernel, hermitian=True) @ y / n**2,
-        mean_grad.norm(), (grads - mean_grad).pow(2).sum(1).mean()])
+        kernel.norm(), y @ kernel @ y, y_kinv_y, mean_grad.norm(),
+        (grads - mean_grad).pow(2).sum(1).mean()])
     keys = ("ntk_delta", "ntk_delta_rel", "ntk_norm", "ntk_yKy", "ntk_yKinvy", "grad_norm",
             "grad_var")
-    return dict(zip(keys, stats.double().tolist(), strict=True)), kernel
+    return dict(zip(keys, stats.double().tolist(), strict=True)), kernel, notes

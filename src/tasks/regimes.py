@@ -35,6 +35,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from src.core.build import build
+from src.core.compile import compile_fn
 from src.core.errors import ConfigError
 from src.engine.distributed import resolve_device
 from src.lifecycle.identity import config_digest
@@ -258,10 +259,14 @@ class Regimes:
                                     data.train_y, train_pred, task.alpha))
         if self.n_grad > 0:
             n = self.n_grad
-            stats, kernel = ntk_stats(model, data.train_x[:n], data.train_y[:n],
-                                      train_pred[:n], task.alpha, self.phi, self.k0)
+            stats, kernel, notes = ntk_stats(model, data.train_x[:n], data.train_y[:n],
+                                             train_pred[:n], task.alpha, self.phi, self.k0)
             self.k0 = kernel if self.k0 is None else self.k0
             record.update(stats)
+            if notes:  # the run goes on: the observable is NaN at this checkpoint, and says why
+                record["notes"] = notes
+                for key, why in notes.items():
+                    log.warning("step %d: %s is %s", progress.step, key, why)
         return record
 
     def observe(self, run_log: RunLog, train_pred: Tensor, train_loss: float,
@@ -292,8 +297,11 @@ class Regimes:
         final = run_log.history[-1]
         metrics = {k: final[k] for k in metric_names()}
         log.info("%s after %d steps", stop, self.progress_.step)
-        return Outcome("diverged" if stop == "diverged" else "completed", metrics,
-                       {"stop_reason": stop, "checkpoints": len(run_log.history)})
+        fields = {"stop_reason": stop, "checkpoints": len(run_log.history)}
+        notes = observable_notes(run_log.history)
+        if notes:
+            fields["notes"] = notes
+        return Outcome("diverged" if stop == "diverged" else "completed", metrics, fields)
 
     def train(self, run_log: RunLog, save: Callable[..., None]) -> Outcome:
         self.prepare()
@@ -331,6 +339,19 @@ class Regimes:
                 progress.step += 1
         save()
         return self.outcome(run_log, stop)
+
+
+def observable_notes(history: list[dict[str, Any]]) -> dict[str, str]:
+    """The summary's account of observables that were NaN at some checkpoints, and why."""
+    steps: dict[str, list[int]] = {}
+    why: dict[str, str] = {}
+    for record in history:
+        for key, text in record.get("notes", {}).items():
+            steps.setdefault(key, []).append(record["step"])
+            why[key] = text
+    return {key: f"{why[key]} at {len(s)} of {len(history)} checkpoints (steps "
+                 f"{', '.join(map(str, s[:5]))}{', ...' if len(s) > 5 else ''})"
+            for key, s in steps.items()}
 
 
 def step_budget(cfg: DictConfig) -> int:
@@ -384,7 +405,7 @@ def loss_gradient(model: nn.Module, phi: Callable[[Tensor], Tensor], alpha: floa
     def loss(p: dict[str, Tensor], x: Tensor, y: Tensor, f0: Tensor) -> Tensor:
         return mean_loss(phi, functional_output(model, p, x) - f0, y, alpha)
 
-    grad_fn = torch.compile(torch.func.grad(loss))
+    grad_fn = compile_fn(torch.func.grad(loss))
     weights = {k: v.detach() for k, v in params.items()}  # the same storage, updated in place
 
     def compiled(x: Tensor, y: Tensor, f0: Tensor) -> list[Tensor]:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
+from src.core.compile import compile_fn
 from src.engine.stack import Stack
 from src.lifecycle.record import logging_for
 from src.lifecycle.run import Outcome
@@ -152,7 +153,7 @@ class RegimesStack:
         torch.compile'd if `compiled`."""
         step = (self.perceptron_step(template) if isinstance(template.model, Perceptron)
                 else self.functional_step())
-        return torch.compile(step, dynamic=False) if compiled else step
+        return compile_fn(step, dynamic=False) if compiled else step
 
     def perceptron_step(self, template: Regimes) -> Callable[..., None]:
         data, full = self.data, self.full_batch

@@ -30,6 +30,22 @@ CASES = {
 }
 
 
+# The claim holds where the compiled loops and the eager kernels use the same vector width:
+# inductor compiles for the width ATEN_CPU_CAPABILITY selects for ATen (none for "default"), and
+# src/core/compile.py keeps a cache per width. CI runs this file under its CPU's width and under
+# ATEN_CPU_CAPABILITY=avx2.
+WIDTH_BITS = {"DEFAULT": 0, "AVX2": 256, "AVX512": 512}
+
+
+def test_the_compiled_loops_use_the_eager_kernels_vector_width():
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in WIDTH_BITS:
+        pytest.skip(f"no x86 vector width for ATen's {capability} kernels")
+    assert pick_vec_isa().bit_width() == WIDTH_BITS[capability]
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_fused_step_equals_the_eager_one_bit_for_bit(case):
     make, workers, n, kwargs = CASES[case]

@@ -181,7 +181,8 @@ def test_ntk_gram_matrix_and_gradient_noise_match_explicit_jacobians():
     alpha, phi = 3.0, margin_loss("quadratic_hinge")
     pred = (net(x).squeeze(1) * 0.2).detach()
     k0 = explicit @ explicit.t() * 0.5
-    stats, kernel = ntk_stats(net, x, y, pred, alpha, phi, k0)
+    stats, kernel, notes = ntk_stats(net, x, y, pred, alpha, phi, k0)
+    assert notes == {}
     assert torch.allclose(kernel, explicit @ explicit.t())
     assert stats["ntk_delta"] == pytest.approx(float((kernel - k0).pow(2).mean()))
     assert stats["ntk_yKy"] == pytest.approx(float(y @ kernel @ y))

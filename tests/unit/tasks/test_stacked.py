@@ -5,11 +5,13 @@ interrupted and started again, and a stacked run resumed alone change nothing.""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 
-from src.core.files import read_json
+from src.core.files import read_history, read_json
 from src.optim.stacked import NotStackable
 from src.tasks import classify, regimes
 from src.tasks.stacked.group import key, kind, run_group
@@ -41,13 +43,21 @@ CLASSIFY = {
                    "averaging=none", *TINY_IMAGES, *QUIET],
                   [["seed=0"], ["seed=1", "optimizer.lr=3e-3"],
                    ["seed=2", "optimizer.betas=[0.5,0.9]", "optimizer.weight_decay=0"]]),
-    # BatchNorm's running statistics per slot (and averaged per slot). At batch 64: with BN
-    # over a batch of 16 on 8x8 images the solo run itself is chaotic (switching oneDNN off
-    # moves its validation loss by 3e-3 after one epoch), and no two kernels agree to 1e-5
-    "resnet20": (["model=resnet20", "epochs=3", "device=cpu", "optimizer.lr=0.01", *TINY_IMAGES,
+    # BatchNorm's running statistics per slot (and averaged per slot), over one epoch (4 steps)
+    "resnet20": (["model=resnet20", "epochs=1", "device=cpu", "optimizer.lr=0.01", *TINY_IMAGES,
                   "batch_size=64", "dataset.train_limit=256", *QUIET],
                  [["seed=0"], ["seed=1", "optimizer.lr=0.02", "averaging.decays=[0.8,0.95]"]]),
 }
+# resnet20 on 8x8 images is chaotic in float32: BatchNorm over a 2x2 last stage amplifies the
+# stack's reordered sums (1e-7) by 10^2-10^4 within a few steps, by an amount that depends on
+# the CPU's kernels. Stacked against solo, largest relative difference of any value (measured
+# on an AMD EPYC with AVX-512, ATEN_CPU_CAPABILITY=default | avx2 | avx512):
+#   after 1 epoch: 3.4e-5 | 1.4e-7 | 1.4e-7;  after 3 epochs: 2.0e-3 | 5.6e-4 | 9.4e-8
+# (an AVX-512 machine with AMX: 2e-5 after 3 epochs). So this family trains one epoch and is
+# held to 1e-3, 30x the largest measured; a learning rate 1% off still moves its validation
+# loss by 2.1e-3, and another data draw by 5.6e-2.
+RTOL_CHAOTIC = 1e-3
+RTOL_CLASSIFY = {"resnet20": RTOL_CHAOTIC}
 SMALL_REGIMES = ["task=regimes", "device=cpu", "task.dtype=float64", "logger=none",
                  "task.ckpt_grad_stats=4", "task.ckpt_step_points=3"]
 PERCEPTRON = [*SMALL_REGIMES, "dataset.source.d=8", "dataset.ptr=64", "dataset.pte=64",
@@ -95,8 +105,9 @@ def test_each_classify_run_of_a_stack_is_the_run_trained_alone(family, tmp_path)
     assert len({key(compose_train(c)) for c in configs}) == 1  # one stack
     for got, want in zip(stacked(tmp_path / "stacked", configs),
                          alone(tmp_path / "alone", configs), strict=True):
-        assert_same_run(got, want, RTOL32, ATOL32)
-        assert read_json(got / "summary.json")["epochs_completed"] == 3
+        assert_same_run(got, want, RTOL_CLASSIFY.get(family, RTOL32), ATOL32)
+        assert read_json(got / "summary.json")["epochs_completed"] == compose_train(
+            configs[0]).epochs
 
 
 @pytest.mark.parametrize("family", REGIMES)
@@ -202,3 +213,30 @@ def test_only_values_that_change_no_shapes_or_code_share_a_stack():
     for other in (["model.width=16"], ["batch_size=8"], ["averaging.decays=[0.9]"],
                   ["optimizer=adam"], ["dataset=fake"], ["optimizer.nesterov=true"]):
         assert key(compose_train(["debug=fast", *other])) != base, other
+
+
+def test_an_observable_that_fails_is_nan_with_a_note_and_the_stack_trains_on(tmp_path,
+                                                                              monkeypatch):
+    # linalg.eigh (inside the NTK's pseudo-inverse) gives up on some ill-conditioned Gram
+    # matrices, and which ones depends on the CPU's kernels: seen with the AVX2 kernels.
+    import src.regimes.observables as observables
+
+    def fails(*args, **kwargs):
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(observables.torch.linalg, "pinv", fails)
+    common, each = REGIMES["mf_mlp"]
+    configs = [[*common, *e] for e in each]
+    for got, want in zip(stacked(tmp_path / "stacked", configs),
+                         alone(tmp_path / "alone", configs), strict=True):
+        assert_same_run(got, want, RTOL64, ATOL64)  # NaN where NaN, every other value the same
+        done = read_json(got / "summary.json")
+        assert done["status"] == "completed"
+        history = read_history(got)
+        # NaN is written as null (JSON has no NaN)
+        assert all(r["ntk_yKinvy"] is None and math.isfinite(r["ntk_yKy"]) for r in history)
+        assert all("pseudo-inverse of K failed" in r["notes"]["ntk_yKinvy"] for r in history)
+        assert done["notes"]["ntk_yKinvy"].endswith(
+            f"at {len(history)} of {len(history)} checkpoints (steps 0, "
+            f"{history[1]['step']}, {history[2]['step']}, {history[3]['step']}, "
+            f"{history[4]['step']}, ...)")
