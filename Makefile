@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: setup train test test-fast test-slow test-readme test-cluster bench lint clean
+.PHONY: setup train test test-fast test-slow test-avx2 test-readme test-cluster bench lint clean
 # test processes (pytest-xdist)
 JOBS ?= 2
 
@@ -37,6 +37,11 @@ test-slow: setup
 test-fast: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not slow and not readme and not cluster and (not e2e or smoke)"
+
+# The unit tests again on the AVX2 kernels (torch's ATEN_CPU_CAPABILITY), as an AVX2-only CPU
+# runs them: a test that holds only on this machine's kernels fails here first. About 2 minutes.
+test-avx2: setup
+	ATEN_CPU_CAPABILITY=avx2 $(PY) -m pytest -q -n $(JOBS) --dist loadgroup -m "not slow and not readme and not cluster" tests/unit
 
 # Every shell command of README.md, run as typed in a scratch workspace (tests/e2e/test_readme.py).
 test-readme: setup

@@ -8,14 +8,15 @@ import difflib
 import hashlib
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from src.core.errors import debugging, fail
+from src.cli import outputs
+from src.cli.names import REMOVED, foreign, instead
+from src.core.errors import UserError, debugging, fail
 from src.core.files import CHECKPOINT, SUMMARY
 
 # Command-line options of Hydra that take a value, and those that end the command's work early.
@@ -23,6 +24,9 @@ VALUE_OPTIONS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name",
                  "--experimental-rerun")
 EARLY_OPTIONS = ("--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--package",
                  "-p", "--resolve", "--shell-completion", "-sc", "--version")
+HYDRA_OPTIONS = (*VALUE_OPTIONS, *EARLY_OPTIONS, "--multirun", "-m", "--run", "-r")
+# Settings whose default is true or false and that also take words (trainer.compile: a mode).
+ALSO_WORDS = ("trainer.compile",)
 
 # Keys whose values are paths or globs. A run directory's name holds '=' and ',', which Hydra's
 # grammar reads as syntax: such a value is quoted for Hydra before it parses the command line,
@@ -60,6 +64,38 @@ def run_name(override_dirname: str) -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("run_name"):
         OmegaConf.register_new_resolver("run_name", run_name)
+
+
+def check_names(args: Sequence[str]) -> None:
+    """Exit with one line for an argparse flag (`--lr 0.1`), a name from the code bases our
+    users come from (`global_seed=1`) or a removed setting, saying what to type here."""
+    skip = False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        name, sep, value = arg.partition("=")
+        if arg.startswith("-"):
+            if name in HYDRA_OPTIONS:
+                skip = name in VALUE_OPTIONS and not sep
+                continue
+            if not sep and i + 1 < len(args) and not args[i + 1].startswith("-") \
+                    and "=" not in args[i + 1]:
+                value = args[i + 1]
+            known = foreign(name)
+            if known is not None:
+                fail(f"{name} is an option of {known.study}: here type "
+                     f"{instead(known, value)}")
+            fail(f"{name} is not an option: settings are key=value (e.g. optimizer.lr=0.1); "
+                 f"--help lists them")
+        key = name.lstrip("+~")
+        if not sep:
+            continue
+        if key in REMOVED:
+            fail(f"{key} was removed: use {REMOVED[key]}")
+        known = foreign(key)
+        if known is not None:
+            fail(f"{key} is the name used by {known.study}: here type {instead(known, value)}")
 
 
 def check_overrides(args: Sequence[str], conf_dir: Path) -> None:
@@ -163,14 +199,109 @@ def check_command(args: Sequence[str], conf_dir: Path, config_name: str) -> Dict
             if sweeps and not multirun:
                 fail(f"{sweeps[0]} lists several values, which needs a sweep: add -m "
                      f"(--multirun) to run one job per value, or give one value")
-            writable_output(cfg, multirun)
+            swept = {s.split("=", 1)[0] for s in sweeps}
+            check_types([*(o for o in overrides if o.split("=", 1)[0] not in swept), *sweeps],
+                        conf_dir, config_name, dirs)
+            if multirun:
+                check_launcher(cfg)
+            outputs.writable_output(cfg, multirun)
     except MissingConfigException as e:
         fail(missing_option(str(e)))
     except ConfigCompositionException as e:
-        fail(unknown_key(str(e), base_keys(conf_dir, config_name)))
+        fail(unknown_key(str(e), args, conf_dir, config_name))
     except OverrideParseException as e:
         fail(str(e).splitlines()[0])
     return cfg
+
+
+def check_launcher(cfg: DictConfig) -> None:
+    """A launcher that declares `check_settings` checks hydra.launcher.* before Hydra makes
+    the sweep's folder (hydra.launcher.slots=0 is one line, and nothing is written)."""
+    from hydra.utils import get_class
+
+    try:
+        launcher = get_class(cfg.hydra.launcher._target_)
+    except Exception:  # not importable here: Hydra reports it as it starts the sweep
+        return
+    check = getattr(launcher, "check_settings", None)
+    if check is not None:
+        try:
+            check(cfg.hydra.launcher)
+        except UserError as e:
+            fail(str(e))
+
+
+def is_group(key: str, conf_dir: Path) -> bool:
+    """`key` picks an option of a config group (model=..., hydra/launcher=...)."""
+    key = key.lstrip("+~").split("@", 1)[0]
+    return "/" in key or (conf_dir / key).is_dir()
+
+
+def check_types(overrides: Sequence[str], conf_dir: Path, config_name: str,
+                dirs: Sequence[str]) -> None:
+    """Exit with one line when a value's type is not its setting's: a word where a number
+    goes (optimizer.lr=0.1O), a number where a list goes (averaging.decays=0.99), ... Each
+    value of a sweep is checked, against the defaults of the groups the command picks."""
+    from hydra import compose
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep, Glob
+
+    values = [a for a in overrides if "=" in a and not a.startswith(("+", "~"))
+              and not is_group(a.split("=", 1)[0], conf_dir)
+              and not a.startswith("hydra.searchpath=")]
+    if not values:
+        return
+    groups = [a for a in overrides if "=" in a and is_group(a.split("=", 1)[0], conf_dir)]
+    if dirs:
+        groups.append(f"hydra.searchpath=[{','.join('file://' + d for d in dirs)}]")
+    base = compose(config_name, overrides=groups, return_hydra_config=True)
+    parser = OverridesParser.create()
+    for arg in values:
+        (override,) = parser.parse_overrides([arg])
+        key, typed = arg.split("=", 1)
+        value = override.value()
+        if isinstance(value, Glob):
+            continue
+        choices = value.list if isinstance(value, ChoiceSweep) else (
+            [value] if not override.is_sweep_override() else [])
+        try:
+            default = OmegaConf.select(base, key, throw_on_missing=False)
+        except Exception:  # an interpolation only a running job resolves
+            continue
+        if isinstance(default, ListConfig) and len(choices) > 1 and not any(
+                isinstance(c, list) for c in choices):
+            fail(f"{key}={typed} sweeps single values, but each value is a list: write "
+                 f"{key}={','.join(f'[{c}]' for c in choices)}")
+        for choice in choices:
+            why = wrong_type(key, choice, default)
+            if why:
+                fail(f"{key}={typed} {why}")
+
+
+def wrong_type(key: str, value: Any, default: Any) -> str | None:
+    """Why `value` cannot be the setting `key` whose default is `default`, or None."""
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    if value is None or default is None or (isinstance(value, str) and "${" in value):
+        return None
+    if isinstance(default, bool):
+        if not isinstance(value, bool) and key not in ALSO_WORDS:
+            return f"is not true or false: type {key}=true or {key}=false"
+    elif number(default):
+        if not number(value):
+            return f"is not a number: type a number, e.g. {key}={default}"
+    elif isinstance(default, ListConfig):
+        if not isinstance(value, list):
+            return f"is a list setting: write {key}=[{value}]"
+        if len(default) and all(number(v) for v in default) and not all(number(v) for v in value):
+            bad = next(v for v in value if not number(v))
+            return f"holds {bad!r}, which is not a number: type numbers, e.g. " \
+                   f"{key}=[{','.join(map(str, default))}]"
+    elif isinstance(default, DictConfig) and not isinstance(value, dict):
+        inner = next(iter(default), "<key>")
+        return f"is a group of settings, not a value: set one of them, e.g. {key}.{inner}=..."
+    return None
 
 
 def missing_option(message: str) -> str:
@@ -197,43 +328,48 @@ def flat_keys(tree: Any, prefix: str = "") -> list[str]:
     return [k for key, value in tree.items() for k in flat_keys(value, f"{prefix}{key}.")]
 
 
-def unknown_key(message: str, keys: list[str]) -> str:
-    """Hydra's 'Could not override x' (a typo, most often) as one line naming the closest key."""
+def group_options(conf_dir: Path) -> dict[str, list[str]]:
+    """Every config group of conf/ (hydra's own too: hydra/launcher) and its options."""
+    return {str(d.relative_to(conf_dir)): sorted(p.stem for p in d.glob("*.yaml"))
+            for d in sorted(conf_dir.rglob("*")) if d.is_dir() and any(d.glob("*.yaml"))}
+
+
+def unknown_key(message: str, args: Sequence[str], conf_dir: Path, config_name: str) -> str:
+    """Hydra's 'Could not override x' (a typo, most often) as one line naming the closest
+    settings and groups: `optimiser=adam` suggests optimizer=adam, `epchs=5` epochs=5."""
     found = re.search(r"Could not (?:override|append to) '([^']+)'", message)
     if not found:
         return message.splitlines()[0]
     key = found.group(1)
-    close = difflib.get_close_matches(key, keys, n=2, cutoff=0.6)
-    if not close:  # a mistyped first part: compare the last part alone
-        leaves = {k.split(".")[-1]: k for k in keys}
-        close = [leaves[m] for m in difflib.get_close_matches(key.split(".")[-1], leaves, n=2)]
+    value = next((a.split("=", 1)[1] for a in args if a.lstrip("+~").split("=", 1)[0] == key),
+                 None)
+    close = closest(key, value, base_keys(conf_dir, config_name), group_options(conf_dir))
     hint = f"did you mean {' or '.join(close)}?" if close else "no setting is close to it;"
     return (f"{key} is not a setting: {hint} (--cfg job prints every setting; +{key}=... adds "
             f"a new one)")
 
 
-def writable_output(cfg: DictConfig, multirun: bool) -> None:
-    """The run (or sweep) directory must lie in a folder this process can write: tried for
-    real (a permission check says nothing for root, or on a read-only mount)."""
-    from hydra.core.hydra_config import HydraConfig
+def closest(key: str, value: str | None, keys: list[str],
+            groups: dict[str, list[str]]) -> list[str]:
+    """Up to two settings or group choices nearest to `key`, best first, as they would be
+    typed: a group as group=option, a setting as the key alone."""
+    def ratio(a: str, b: str) -> float:
+        return difflib.SequenceMatcher(None, a, b).ratio()
 
-    HydraConfig.instance().set_config(cfg)
-    if cfg.hydra.output_subdir is None and OmegaConf.to_container(cfg.hydra.run)["dir"] == ".":
-        return  # eval.py and plots.py write where their own keys say
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    try:
-        target = Path(str(OmegaConf.select(cfg, key)))
-    except Exception:  # an interpolation only the sweeper resolves (tune.py's study name)
-        raw = str(OmegaConf.to_container(cfg.hydra)[key.split(".")[1]]["dir"])
-        target = Path(raw.split("${")[0] or ".")
-    folder = target
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    try:
-        Path(tempfile.mkdtemp(prefix=".trainkit-probe-", dir=folder)).rmdir()
-    except OSError as e:
-        fail(f"cannot write in {folder} ({e.strerror}) to make {target}: pass "
-             f"{key}=<a writable folder>, or fix its permissions")
+    scored: list[tuple[float, str]] = []
+    for group, options in groups.items():
+        if group.startswith("hydra/") and not key.startswith("hydra"):
+            continue
+        option = value if value in options else "<" + "|".join(options[:4]) + \
+            ("|...>" if len(options) > 4 else ">")
+        scored.append((ratio(key, group), f"{group}={option}"))
+    leaf = key.split(".")[-1]
+    for k in keys:
+        if k.endswith(("_target_", "_partial_")):  # what builds a group's object, not a setting
+            continue
+        scored.append((max(ratio(key, k), 0.95 * ratio(leaf, k.split(".")[-1])), k))
+    scored.sort(key=lambda s: -s[0])
+    return [name for score, name in scored[:2] if score >= 0.6][:2] if scored else []
 
 
 def run_entry_point(main: Callable[[], Any], conf_dir: Path, config_name: str,
@@ -249,10 +385,15 @@ def run_entry_point(main: Callable[[], Any], conf_dir: Path, config_name: str,
     if help_text is not None and any(a in ("--help", "-h") for a in args):
         print(help_text())
         sys.exit(0)
+    check_names(args)
     check_overrides(args, conf_dir)
     check_command(args, conf_dir, config_name)
     try:
         main()
+    except UserError as e:  # a sweeper's or launcher's own check, after Hydra started
+        if debugging():
+            raise
+        fail(str(e))
     except KeyboardInterrupt:
         if debugging():
             raise

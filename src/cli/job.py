@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from src.cli import outputs
 from src.cli.batch import StopOnSignal, job_logs
 from src.core.errors import UserError, as_user_error, debugging, fail, one_line
 from src.core.files import SUMMARY, read_json, remove_if_empty
@@ -106,7 +107,7 @@ def refuse(status: str, e: Exception, run_dir: Path, in_sweep: bool,
            job: str | None = None) -> JobResult:
     """A single run exits with one line and status 2; a sweep job returns its failure."""
     if not in_sweep:
-        remove_if_empty(run_dir)
+        remove_if_empty(run_dir, outputs.existing_folder)
         if debugging():
             raise e
         fail(str(e))

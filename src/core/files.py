@@ -90,10 +90,16 @@ def append_jsonl(path: Path, record: dict) -> None:
         f.write(json.dumps(clean(record), allow_nan=False) + "\n")
 
 
-def remove_if_empty(run_dir: Path) -> None:
-    """Remove a job's directory that holds nothing (made for a job that wrote nothing)."""
-    try:
-        if run_dir.resolve() != Path.cwd().resolve():
-            run_dir.rmdir()
-    except OSError:  # not empty, already gone, or not ours to remove
-        pass
+def remove_if_empty(run_dir: Path, existed: Path | None = None) -> None:
+    """Remove a job's directory that holds nothing (made for a job that wrote nothing), and,
+    given `existed` (the nearest folder above it that was there before the command), the empty
+    folders made between them (outputs/runs/ of a first command that was refused)."""
+    folder, stop = run_dir.resolve(), existed.resolve() if existed is not None else None
+    while folder != Path.cwd().resolve():
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, already gone, or not ours to remove
+            return
+        if stop is None or folder.parent == stop or stop not in folder.parents:
+            return
+        folder = folder.parent

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig
 
 from src.core.errors import ConfigError, UserError
@@ -29,6 +29,18 @@ class DataBundle:
         """An evaluation split by its metric name: train (the training set without
         augmentation), val or test."""
         return self.train_eval if name == "train" else getattr(self, name)
+
+
+def check_present(dataset: DictConfig) -> None:
+    """The one-line DatasetNotFoundError a dataset's read would raise for lack of its files,
+    raised before a run writes anything; sources that read files declare how to tell
+    (src/data/sources.py: reads_files)."""
+    source = get_method(dataset.source._target_)
+    missing = getattr(source, "missing_files", None)
+    if missing is not None:
+        error = missing(**{k: v for k, v in dataset.source.items() if k != "_target_"})
+        if error is not None:
+            raise error
 
 
 def build_data(cfg: DictConfig, batch_size: int, eval_batch_size: int,

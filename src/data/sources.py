@@ -74,6 +74,35 @@ def _not_found(name: str, folder: Path, holds: str) -> DatasetNotFoundError:
     )
 
 
+Missing = Callable[..., "DatasetNotFoundError | None"]
+
+
+def reads_files(missing: Missing) -> Callable[[Callable[..., object]], Callable[..., object]]:
+    """Declares that a source reads files: `missing(**the source's arguments)` returns the error
+    its read would raise for lack of them (None: they are there, or it may download them), so
+    a run checks before it writes anything (src/data/bundle.py: check_present)."""
+    def declare(source: Callable[..., object]) -> Callable[..., object]:
+        source.missing_files = missing  # type: ignore[attr-defined]
+        return source
+    return declare
+
+
+def _idx_missing(name: str, folder: str) -> Missing:
+    def missing(root: str, download: bool = False, **_: object) -> DatasetNotFoundError | None:
+        raw = Path(root) / folder / "raw"
+        there = all((raw / f).is_file() or _gz_of(raw, f) is not None for f in _IDX_FILES)
+        return None if download or there else _not_found(name, raw, f"{folder}/raw")
+    return missing
+
+
+def _cifar_missing(name: str, folder: str, files: list[str]) -> Missing:
+    def missing(root: str, download: bool = False, **_: object) -> DatasetNotFoundError | None:
+        where = Path(root) / folder
+        there = all((where / f).is_file() for f in files)
+        return None if download or there else _not_found(name, where, folder)
+    return missing
+
+
 def _download(name: str, folder: Path, fetch: Callable[[], object]) -> None:
     """Run torchvision's download; turn its network/integrity errors into one-line errors."""
     try:
@@ -125,12 +154,17 @@ _IDX_FILES = (
 )
 
 
+def _gz_of(raw: Path, file: str) -> Path | None:
+    """The official .gz of idx `file`, in `raw`, its parent or theirs, where one is found."""
+    return next((p / f"{file}.gz" for p in (raw, raw.parent, raw.parent.parent)
+                 if (p / f"{file}.gz").is_file()), None)
+
+
 def _decompress_idx(name: str, raw: Path, published: dict[str, str], checksums: str) -> None:
     """Decompress each missing idx file of `raw` from its .gz, where one is found."""
     for file in _IDX_FILES:
         target = raw / file
-        found = [p / f"{file}.gz" for p in (raw, raw.parent, raw.parent.parent)]
-        source = next((p for p in found if p.is_file()), None)
+        source = _gz_of(raw, file)
         if target.is_file() or source is None:
             continue
         warning = check_published(source, published.get(source.name), name, checksums)
@@ -191,6 +225,7 @@ def _idx_dataset(
     )
 
 
+@reads_files(_idx_missing("mnist", "MNIST"))
 def mnist(root: str, download: bool = False, checksums: str = "warn") -> RawData:
     """MNIST: 60k train / 10k test, x uint8 (N, 1, 28, 28), 10 classes."""
     import torchvision
@@ -199,6 +234,7 @@ def mnist(root: str, download: bool = False, checksums: str = "warn") -> RawData
                         checksums)
 
 
+@reads_files(_idx_missing("fashion_mnist", "FashionMNIST"))
 def fashion_mnist(root: str, download: bool = False, checksums: str = "warn") -> RawData:
     """Fashion-MNIST: 60k train / 10k test, x uint8 (N, 1, 28, 28), 10 classes."""
     import torchvision
@@ -355,6 +391,11 @@ def _cifar(
     )
 
 
+CIFAR10_FILES = [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]
+CIFAR100_FILES = ["train", "test"]
+
+
+@reads_files(_cifar_missing("cifar10", "cifar-10-batches-py", CIFAR10_FILES))
 def cifar10(root: str, download: bool = False, checksums: str = "warn") -> RawData:
     """CIFAR-10: 50k train / 10k test, x uint8 (N, 3, 32, 32), 10 classes."""
     import torchvision
@@ -364,8 +405,8 @@ def cifar10(root: str, download: bool = False, checksums: str = "warn") -> RawDa
         torchvision.datasets.CIFAR10,
         root,
         download,
-        [f"data_batch_{i}" for i in range(1, 6)],
-        ["test_batch"],
+        CIFAR10_FILES[:-1],
+        CIFAR10_FILES[-1:],
         b"labels",
         10,
         (0.4914, 0.4822, 0.4465),
@@ -374,6 +415,7 @@ def cifar10(root: str, download: bool = False, checksums: str = "warn") -> RawDa
     )
 
 
+@reads_files(_cifar_missing("cifar100", "cifar-100-python", CIFAR100_FILES))
 def cifar100(root: str, download: bool = False, checksums: str = "warn") -> RawData:
     """CIFAR-100: 50k train / 10k test, x uint8 (N, 3, 32, 32), 100 fine classes."""
     import torchvision
@@ -383,8 +425,8 @@ def cifar100(root: str, download: bool = False, checksums: str = "warn") -> RawD
         torchvision.datasets.CIFAR100,
         root,
         download,
-        ["train"],
-        ["test"],
+        CIFAR100_FILES[:1],
+        CIFAR100_FILES[1:],
         b"fine_labels",
         100,
         (0.5071, 0.4865, 0.4409),

@@ -73,6 +73,7 @@ def split(x: Tensor, y: Tensor, ptr: int, pte: int, seed_train: int, seed_test: 
     return BinaryData(x[train], y[train], x[test], y[test])
 
 
+@sources.reads_files(sources.mnist.missing_files)
 def mnist_parity(ptr: int, pte: int, seed_train: int, seed_test: int, root: str,
                  download: bool = False) -> BinaryData:
     """All 70k MNIST images, (x - 33.31) / 78.57 in pixel units; y = +1 even digit, -1 odd."""
@@ -84,6 +85,7 @@ def mnist_parity(ptr: int, pte: int, seed_train: int, seed_test: int, root: str,
                  "mnist_parity")
 
 
+@sources.reads_files(sources.cifar10.missing_files)
 def cifar_animal(ptr: int, pte: int, seed_train: int, seed_test: int, root: str,
                  download: bool = False) -> BinaryData:
     """All 60k CIFAR-10 images, (x - 120.93) / 64.14; y = -1 vehicles, +1 animals."""

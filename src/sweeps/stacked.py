@@ -57,6 +57,19 @@ class StackedLauncher(Launcher):
         self.task_function: TaskFunction | None = None
         self.composer: Composer | None = None
 
+    @staticmethod
+    def check_settings(settings: DictConfig) -> None:
+        """hydra.launcher.*, in one line each, before the sweep writes anything
+        (src/cli/entry.py calls it for every launcher that declares it)."""
+        from src.tasks.stacked.group import check_compile, check_slots
+
+        check_slots(settings.get("slots"))
+        n_jobs = settings.get("n_jobs")
+        if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs < 1:
+            raise UserError(f"hydra.launcher.n_jobs={n_jobs}: use an integer >= 1 (trials "
+                            f"tune.py hands over at once)")
+        check_compile(settings.get("compile"))
+
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function

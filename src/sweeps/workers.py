@@ -100,6 +100,11 @@ class WorkersLauncher(Launcher):
         self.lock = threading.Lock()  # tune.py's lanes launch from several threads
         atexit.register(self.close)
 
+    @classmethod
+    def check_settings(cls, settings: DictConfig) -> None:
+        """hydra.launcher.n_jobs, before the sweep writes anything (src/cli/entry.py)."""
+        cls(settings.get("n_jobs")).workers()
+
     @report_user_errors
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:

@@ -20,7 +20,7 @@ from src.core.build import build
 from src.core.errors import ConfigError
 from src.core.files import kept_checkpoint
 from src.core.keys import RAW, SPLITS, metric_prefix, split_metrics
-from src.data.bundle import DataBundle, build_data
+from src.data.bundle import DataBundle, build_data, check_present
 from src.engine import distributed
 from src.engine.evaluation import final_and_best
 from src.engine.fast_path import FastPath
@@ -65,7 +65,7 @@ def feature_types(cfg: DictConfig) -> list[type[Feature]]:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """One-line ConfigError for values the run cannot use."""
+    """One-line ConfigError for values the run cannot use, and the data it cannot find."""
     for key, low, high in (("num_bits", 1, 32), ("workers", 1, None), ("epochs", 1, None),
                            ("batch_size", 1, None)):
         value = cfg[key]
@@ -94,6 +94,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"objective={cfg.objective} is not a metric of this run: use one of "
                           f"{', '.join(n for n in names if n.endswith('val_acc'))} (or another "
                           f"<model/>[best/]<train|val|test>_<loss|acc>)")
+    check_present(cfg.dataset)
 
 
 

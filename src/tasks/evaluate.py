@@ -15,6 +15,7 @@ from src.data.bundle import build_data
 from src.engine.distributed import resolve_device
 from src.engine.evaluation import final_and_best
 from src.lifecycle.checkpoint import load_checkpoint
+from src.lifecycle.identity import config_digest
 
 
 def locate(path: str | Path) -> tuple[Path, Path]:
@@ -39,9 +40,15 @@ def evaluate_run(path: str | Path, splits: list[str], device: str = "auto",
     run_dir, ckpt_path = locate(path)
     cfg = OmegaConf.load(run_dir / CONFIG)
     check_targets(cfg, run_dir / CONFIG)
+    state = load_checkpoint(ckpt_path)
+    digest = config_digest(cfg)
+    if state.get("config_digest") != digest:
+        raise CheckpointError(
+            f"checkpoint {ckpt_path} was trained with another config than {run_dir / CONFIG} "
+            f"(digest {state.get('config_digest')}, the run's {digest}): evaluate the run it "
+            f"came from, or restore this run's own checkpoint")
     if data_dir is not None:
         cfg.data_dir = data_dir
-    state = load_checkpoint(ckpt_path)
     dev = resolve_device(device)
     data = build_data(cfg.dataset, cfg.batch_size, batch_size, dev)
     model = build(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes).to(dev)

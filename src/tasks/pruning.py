@@ -46,7 +46,7 @@ from src.core.files import (
     write_json_atomic,
 )
 from src.core.trusted_config import check_targets
-from src.data.bundle import build_data
+from src.data.bundle import build_data, check_present
 from src.engine import distributed
 from src.engine.evaluation import topk_metrics
 from src.engine.fast_path import FastPath
@@ -133,6 +133,7 @@ def check_config(cfg: DictConfig) -> None:
     """The experiment's one-line ConfigError (src.tasks.check_config); its reference run and
     its cells check their own configs as they start."""
     check_pruning(cfg)
+    check_present(cfg.dataset)
 
 
 def reference_config(cfg: DictConfig) -> DictConfig:
@@ -390,6 +391,7 @@ def run_pruning(cfg: DictConfig, run_dir: Path, record: JobRecord | None = None)
     """Run the experiment of `cfg.pruning` in `run_dir`; returns the prune potential (fraction of
     prunable weights removed) at +0.5% top-1 error, for sweepers. record: Hydra's record of the
     job, written once the experiment starts writing."""
+    check_config(cfg)  # before the reference's folder is made
     return PruningExperiment(cfg, run_dir, record).run()
 
 

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from src.core.build import build
 from src.core.compile import compile_fn
 from src.core.errors import ConfigError
+from src.data.bundle import check_present
 from src.engine.distributed import resolve_device
 from src.lifecycle.identity import config_digest
 from src.lifecycle.record import JobRecord, RunLog, logger_for
@@ -91,6 +92,7 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.dataset.get("ptr") is None:
         raise ConfigError(f"dataset={cfg.dataset.name} is not a binary dataset of task=regimes: "
                           f"use dataset=teacher_student, mnist_parity or cifar_animal")
+    check_present(cfg.dataset)
 
 
 def loss_ladder(start: float, points: int, floor: float) -> np.ndarray:

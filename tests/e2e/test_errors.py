@@ -66,6 +66,10 @@ def place(tmp_path_factory) -> dict[str, Path]:
     (root / "damaged" / "summary.json").write_text('{"status": "compl')
     shutil.copytree(run, root / "corrupt")
     (root / "corrupt" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    # A run whose checkpoint.pt was trained with another config (a wider network).
+    train(root / "wider", "debug=fast", "device=cpu", "model.width=64", *QUIET)
+    shutil.copytree(run, root / "swapped")
+    shutil.copy(root / "wider" / "checkpoint.pt", root / "swapped" / "checkpoint.pt")
     return paths
 
 
@@ -113,8 +117,35 @@ CASES = [
     ("train", ["hydra/launcher=nope"], "unknown hydra/launcher 'nope'"),
     ("train", ["optimizer.lr=("], "cannot read"),
     ("train", ["optimizer.lr=0.1,0.2"], "add -m (--multirun)"),
+    ("train", ["optimiser=adam"], "did you mean optimizer=adam"),
+    ("train", ["sheduler=cosine"], "did you mean scheduler=cosine"),
+    # train.py: a value of the wrong type
+    ("train", ["optimizer.lr=0.1O"], "optimizer.lr=0.1O is not a number"),
+    ("train", ["optimizer.lr=abc"], "optimizer.lr=abc is not a number"),
+    ("train", ["averaging.decays=0.99"], "write averaging.decays=[0.99]"),
+    ("train", ["-m", "averaging.decays=0.9,0.99"], "write averaging.decays=[0.9],[0.99]"),
+    ("train", ["averaging.decays=[0.9,x]"], "'x', which is not a number"),
+    ("train", ["trainer.progress=yes"], "is not true or false"),
+    ("train", ["dataset.augment=5"], "is a group of settings"),
+    ("train", ["-m", "epochs=1,two"], "epochs=1,two is not a number"),
+    # train.py: names from the code bases our users come from, and removed settings
+    ("train", ["global_seed=1234"], "here type seed=1234"),
+    ("train", ["averaged.decay=0.99"], "here type averaging.decays=[0.99]"),
+    ("train", ["--lr", "0.1"], "here type optimizer.lr=0.1"),
+    ("train", ["--dt=0.5"], "here type task.dt=0.5"),
+    ("train", ["--fast"], "--fast is not an option"),
+    ("train", ["trainer.tensorboard=false"], "trainer.tensorboard was removed: use logger="),
+    # train.py: a launcher's own settings, before the sweep writes anything
+    ("train", ["-m", "hydra/launcher=stacked", "hydra.launcher.slots=0", "seed=0,1"],
+     "hydra.launcher.slots=0"),
+    ("train", ["-m", "hydra/launcher=workers", "hydra.launcher.n_jobs=0", "seed=0,1"],
+     "hydra.launcher.n_jobs=0"),
     # train.py: data on disk
     ("train", ["dataset=cifar10", "data_dir={root}/empty"], "dataset.download=true"),
+    ("train", ["experiment=prune_resnet20_cifar10", "data_dir={root}/empty"],
+     "cifar10 not found"),
+    ("train", ["task=regimes", "dataset=mnist_parity", "data_dir={root}/empty"],
+     "mnist not found"),
     ("train", ["dataset=cifar10", "data_dir={root}/truncated"], "truncated or damaged"),
     ("train", ["dataset=cifar10", "data_dir={root}/payload"], "refused"),
     ("train", ["dataset=cifar10", "data_dir={root}/regenerated", "dataset.checksums=strict"],
@@ -144,6 +175,7 @@ CASES = [
     ("eval", [], "needs checkpoint="),
     ("eval", ["checkpoint={root}/nothing"], "no checkpoint at"),
     ("eval", ["checkpoint={root}/corrupt"], "corrupt or unreadable"),
+    ("eval", ["checkpoint={root}/swapped"], "was trained with another config"),
     ("eval", ["checkpoint={run}", "splits=[dev]"], "not splits"),
     ("eval", ["checkpoint={run}", "device=tpu"], "device=tpu"),
     ("eval", ["checkpoint={root}/planted"], "'os.system'"),
@@ -173,6 +205,8 @@ def test_a_mistake_is_one_line_and_exit_2_and_changes_nothing(place, script, arg
         extra.append(f"hydra.run.dir={place['root'] / 'new'}")
     if script == "tune":
         extra.append(f"hydra.sweep.dir={place['root'] / 'tune'}")
+    elif "-m" in args:
+        extra.append(f"hydra.sweep.dir={place['root'] / 'new'}")
     proc = run_script(f"{script}.py", [*args, *extra])
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stdout[-1500:] + proc.stderr[-1500:]
@@ -182,6 +216,7 @@ def test_a_mistake_is_one_line_and_exit_2_and_changes_nothing(place, script, arg
     assert "Traceback" not in proc.stdout + proc.stderr
     assert snapshot(place["run"]) == before  # the finished run, .hydra/ and log included
     assert not (place["root"] / "new").exists()  # a rejected run leaves no directory behind
+    assert not list(place["root"].glob("reference-*"))  # nor a pruning reference's
     assert not (place["root"] / "tune").exists()  # a rejected search leaves no study behind
     assert not place["marker"].exists()  # no planted payload ran
 

@@ -89,12 +89,18 @@ def key(cfg: DictConfig) -> str:
     return json.dumps(kept, sort_keys=True, default=str)
 
 
+def check_slots(setting: object) -> None:
+    """One-line ConfigError unless `hydra.launcher.slots` is an integer >= 1 or auto."""
+    if setting != "auto" and (not isinstance(setting, int) or isinstance(setting, bool)
+                              or setting < 1):
+        raise ConfigError(f"hydra.launcher.slots={setting}: use an integer >= 1 or auto")
+
+
 def slot_count(setting: int | str, jobs: int, per_slot: int, device: torch.device) -> int:
     """`hydra.launcher.slots`: an integer, or auto (as many as half the free memory holds, at
     most the group's jobs and MAX_SLOTS)."""
+    check_slots(setting)
     if setting != "auto":
-        if not isinstance(setting, int) or setting < 1:
-            raise ConfigError(f"hydra.launcher.slots={setting}: use an integer >= 1 or auto")
         return min(setting, jobs)
     free = free_memory(device)
     fits = max(1, int(0.5 * free / max(per_slot, 1)))
@@ -121,12 +127,17 @@ def slot_bytes(model: torch.nn.Module, states: int, batch_elements: int) -> int:
     return params * (1 + states) + buffers * states + 64 * batch_elements * 4
 
 
+def check_compile(setting: object) -> None:
+    """One-line ConfigError unless `hydra.launcher.compile` is true, false or auto."""
+    if setting not in (True, False, "auto"):
+        raise ConfigError(f"hydra.launcher.compile={setting}: use true, false or auto")
+
+
 def compiled(setting: bool | str, steps: int, device: torch.device) -> bool:
     """`hydra.launcher.compile` for a stack whose longest run takes up to `steps` steps: true,
     false, or auto (compile when the run is long enough to repay the compile's seconds and a
     compiler is at hand)."""
-    if setting not in (True, False, "auto"):
-        raise ConfigError(f"hydra.launcher.compile={setting}: use true, false or auto")
+    check_compile(setting)
     if setting != "auto":
         return bool(setting)
     return steps >= COMPILE_FROM_STEPS and compiler_missing(device) is None
