@@ -2,8 +2,8 @@
 unit, its range and which way is better.
 
 `metric_label("ema_0.99/val_acc")` -> "EMA 0.99, validation accuracy (%)";
-`setting_label("optimizer.lr", 0.1)` -> "lr=0.1". The records' column names (val_score, ...)
-are the same quantities as the history keys (val_acc, ...) and read the same.
+`setting_label("optimizer.lr", 0.1)` -> "optimizer.lr=0.1". The records' column names
+(val_score, ...) are the same quantities as the history keys (val_acc, ...) and read the same.
 """
 
 from __future__ import annotations
@@ -73,17 +73,9 @@ WHOLE = {  # keys that are a quantity of their own
 }
 SPLITS = {"train": "training", "val": "validation", "test": "test"}
 
-# Settings: short names for legends and table headers.
-SETTINGS = {
-    "choice.optimizer": "optimizer", "choice.scheduler": "schedule", "choice.model": "model",
-    "choice.dataset": "data", "choice.compression": "compression", "choice.averaging": "averaging",
-    "choice.pruning": "pruning", "choice.task": "task", "choice.experiment": "experiment",
-    "choice.lr_grid": "lr grid", "optimizer.lr": "lr", "optimizer.weight_decay": "wd",
-    "optimizer.momentum": "momentum", "batch_size": "batch", "epochs": "epochs",
-    "num_bits": "bits", "workers": "workers", "seed": "seed", "init_seed": "init seed",
-    "averaging.decays": "EMA decays", "task.dt": "dt", "task.temp": "T", "task.alpha": "alpha",
-    "dataset.name": "data", "model._target_": "model",
-}
+# Settings are named as users type them (scheduler=cosine, optimizer.lr=0.1, batch_size=64);
+# these keys hold what another key's choice means.
+SETTINGS = {"dataset.name": "dataset", "model._target_": "model"}
 
 
 def split_metric(metric: str) -> tuple[str, str, str, str]:
@@ -142,8 +134,27 @@ def clip(metric: str, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np
     return np.clip(low, *bounds), np.clip(high, *bounds)
 
 
+CHANCE_ERROR = 50.0  # % test error of a guess on the regimes study's balanced binary tasks
+
+
+def colour_range(metric: str, shown: np.ndarray) -> tuple[float, float, str]:
+    """(low, high, words for the colour bar's label) of a colour scale for `shown` values: an
+    error from 0 to chance (or beyond, if a value is), an accuracy from chance to 100 %, so
+    that a few points never look like the whole range; other quantities span their values,
+    and the bar's label says so."""
+    q = quantity(metric)
+    top = float(np.nanmax(shown)) if len(shown) else 0.0
+    bottom = float(np.nanmin(shown)) if len(shown) else 0.0
+    if q.unit == "%" and not q.higher_is_better:
+        return 0.0, max(CHANCE_ERROR, top), ""
+    if q.unit == "%":
+        return min(100.0 - CHANCE_ERROR, bottom), 100.0, ""
+    return bottom, top, f"; colours span {bottom:.3g} to {top:.3g}"
+
+
 def setting_name(key: str) -> str:
-    return SETTINGS.get(key, key.removeprefix("choice.").split(".")[-1])
+    """A setting's name as typed on the command line: choice.scheduler -> scheduler."""
+    return SETTINGS.get(key, key.removeprefix("choice."))
 
 
 def value_text(value: object) -> str:
@@ -160,5 +171,6 @@ def value_text(value: object) -> str:
 
 
 def setting_label(key: str, value: object) -> str:
-    """'optimizer.lr', 0.1 -> 'lr=0.1'; 'choice.optimizer', 'momentum' -> 'optimizer=momentum'."""
+    """'optimizer.lr', 0.1 -> 'optimizer.lr=0.1'; 'choice.optimizer', 'momentum' ->
+    'optimizer=momentum': what a user types to get it."""
     return f"{setting_name(key)}={value_text(value)}"

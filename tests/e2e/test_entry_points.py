@@ -108,16 +108,16 @@ def test_ema_figure_and_table(sweeps, tmp_path):
     plot([f"runs={sweeps / 'ema'}", "figure=ema", f"out_dir={tmp_path}"])
     png_and_pdf(tmp_path / "ema_val_acc.png")
     table = pd.read_csv(tmp_path / "ema_test_acc.csv")
-    assert list(table.columns) == ["schedule", "model", "test_acc_mean", "test_acc_std",
+    assert list(table.columns) == ["scheduler", "model", "test_acc_mean", "test_acc_std",
                                    "seeds", "runs"]
-    assert list(table["schedule"].unique()) == ["constant", "cosine"]
+    assert list(table["scheduler"].unique()) == ["constant", "cosine"]
     assert list(table["model"].unique()) == ["no EMA", "EMA 0.9", "EMA 0.99"]
     assert (table["seeds"] == 2).all() and table["test_acc_std"].notna().all()
     from src.analysis.runs import find_runs
 
     cosine = [r.summary["metrics"]["ema_0.9/test_acc"] for r in find_runs(sweeps / "ema")
               if r.config["choice.scheduler"] == "cosine"]
-    row = table[(table["schedule"] == "cosine") & (table["model"] == "EMA 0.9")].iloc[0]
+    row = table[(table["scheduler"] == "cosine") & (table["model"] == "EMA 0.9")].iloc[0]
     assert row["test_acc_mean"] == pytest.approx(np.mean(cosine))
     assert row["test_acc_std"] == pytest.approx(np.std(cosine, ddof=1))
     md = (tmp_path / "ema_test_acc.md").read_text()

@@ -20,7 +20,9 @@ from src.analysis.runs import find_runs
 from src.cli.entry import run_name
 from src.core.errors import ConfigError
 from tests.helpers import mixed_runs
+from tests.helpers.docs import pages
 from tests.helpers.fake_runs import sgd
+from tests.helpers.figures import legend_disagreements, legend_outgrows_axes
 from tests.helpers.runs import ROOT, hparams_of_run, run_script
 
 
@@ -82,6 +84,10 @@ def test_every_figure_kind_accounts_for_every_run_of_a_mixed_folder(mixed, tmp_p
     runs = {str(r.path) for r in find_runs(mixed)}
     for data in figures:
         assert data["width_in"] in (3.4, 7.0), data["width_in"]  # one or two paper columns
+        assert not legend_disagreements(data), legend_disagreements(data)
+        assert not legend_outgrows_axes(data)
+        for axes in data["axes"]:  # a log axis labels at least two ticks
+            assert all(len(axes[f"{a}ticks"]) >= 2 for a in "xy" if axes[f"{a}scale"] == "log")
         drawn = {p for s in data["series"] for p in s["runs"]} | {m["run"] for m in
                                                                  data["marks"]}
         left = {x["run"] for x in data["left_out"]}
@@ -134,9 +140,9 @@ FAST = re.compile(r"^(debug|dataset|dataset\..*|epochs|model|trainer\..*)=")
 
 
 def readme_plots_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    return [line.split("#")[0].strip() for line in text.splitlines()
-            if line.startswith(".venv/bin/python plots.py")]
+    """The plots.py commands of README.md and docs/."""
+    return [line.split("#")[0].strip() for page in pages() for line in
+            page.read_text().splitlines() if line.startswith(".venv/bin/python plots.py")]
 
 
 @pytest.fixture(scope="module")

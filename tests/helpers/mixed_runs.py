@@ -1,8 +1,8 @@
 """A folder of mixed runs, made by train.py itself, as a researcher's outputs/runs looks after a
 while: two optimizers x two learning rates x two seeds (recording per-sample correctness), a
-diverged run, a failed run, a compressed run with two workers, a small regimes sweep (stacked
-runs: three stacks of three), pruning experiments (magnitude, PFP) and an optimizer record smoke
-run on fake data.
+diverged run, a failed run, a compressed run with two workers, an Adam run, a one-epoch run, a
+tune.py trial with another batch size, a small regimes sweep (stacked runs: three stacks of
+three), pruning experiments (magnitude, PFP) and an optimizer record smoke run on fake data.
 
 The figure tests draw every figure kind from it; `python -m tests.helpers.mixed_runs docs/figures`
 builds it in a temporary folder and draws the committed README figures from it.
@@ -25,6 +25,8 @@ SWEEPS = {
                             "optimizer.lr=1e6,-1"],
     "compressed": ["debug=fast", "epochs=3", "optimizer=compressed_sgd_vote", "num_bits=2",
                    "workers=2", "trainer.log_every=1"],
+    "adam": ["debug=fast", "epochs=2", "optimizer=adam", "optimizer.lr=0.001"],
+    "one_epoch": ["debug=fast", "epochs=1"],
     "regimes": ["task=regimes", "debug=fast", "epochs=200", "task.max_wall=20",
                 "batch_size=4,16,64", "task.dt=0.1,1,10", "hydra/launcher=stacked"],
     "pruning": ["pruning=magnitude,pfp", "debug=fast", "epochs=3",
@@ -33,6 +35,9 @@ SWEEPS = {
     "record": ["experiment=record_mnist_mlp", "lr_grid=momo", "optimizer.lr=0.3,1", "seed=0,1",
                "debug=fast", "epochs=3", "dataset=fake"],
 }
+
+TRIAL = ["debug=fast", "epochs=4", "batch_size=64", "hydra.sweeper.n_trials=1",
+         "hydra.sweeper.sampler.seed=0"]
 
 
 def build(folder: Path) -> Path:
@@ -46,6 +51,15 @@ def build(folder: Path) -> Path:
         if proc.returncode != expected:
             raise RuntimeError(f"sweep {name} exited {proc.returncode}:\n{proc.stdout[-3000:]}"
                                f"\n{proc.stderr[-3000:]}")
+    # one tune.py trial, with another batch size, copied in as a researcher's folder holds it
+    study = folder.parent / "study"
+    proc = subprocess.run([sys.executable, "tune.py", *TRIAL, *QUIET,
+                           f"hydra.sweep.dir={study}"], cwd=ROOT, text=True,
+                          capture_output=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"tune.py exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    (trial,) = [p for p in study.iterdir() if (p / "summary.json").exists()]
+    shutil.copytree(trial, folder / f"tune-{trial.name}")
     return folder
 
 

@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
 
 from src.analysis import labels
 from src.analysis.figures import Options, Result
 from src.analysis.figures.training import band, no_history_reason
 from src.analysis.grouping import colours, grouping
 from src.analysis.runs import Run, aggregate, history_frame
-from src.analysis.style import Drawing, figure, legend_below
+from src.analysis.style import Drawing, figure, integer_axis, legend_below
 from src.core.errors import ConfigError
 
 SCHEDULE = "choice.scheduler"
@@ -68,17 +67,17 @@ def ema(runs: list[Run], opts: Options, out_dir: Path) -> Result:
     for ax in axes.flat[len(cells):]:
         ax.set_visible(False)
     if len(schedules) == 1:
-        fig.suptitle(f"schedule: {schedules[0]}", fontsize=7)
-    table = []
+        fig.suptitle(labels.setting_label(SCHEDULE, schedules[0]), fontsize=7)
+    table, points, lines = [], set(), set()
     for k, (ax, (row_name, schedule, part)) in enumerate(zip(axes.flat, cells, strict=False)):
-        title = (f"{row_name}\n{schedule}" if rows.keys and len(schedules) > 1 else
-                 row_name if rows.keys else schedule)
+        typed = labels.setting_label(SCHEDULE, schedule)
+        title = (f"{row_name}\n{typed}" if rows.keys and len(schedules) > 1 else
+                 row_name if rows.keys else typed)
         if not part:
             ax.set_axis_off()
-            ax.text(0.5, 0.5, f"no run of\n{row_name}\nwith schedule {schedule}",
+            ax.text(0.5, 0.5, f"no run of\n{row_name}\nwith scheduler={schedule}",
                     ha="center", va="center", fontsize=6, color="0.5", transform=ax.transAxes)
             continue
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         frame = history_frame(part)
         for name, prefix in models:
             key = f"{prefix}{metric}"
@@ -90,23 +89,28 @@ def ema(runs: list[Run], opts: Options, out_dir: Path) -> Result:
             mean = labels.shown(metric, stats[f"{key}_mean"].to_numpy())
             std = labels.shown(metric, stats[f"{key}_std"].fillna(0.0).to_numpy())
             drawn = band(ax, metric, stats["_x"].to_numpy(), mean, std, palette[name], name)
+            (points if drawn["marker"] else lines).add(name)
             d.add_series(f"{row_name} | {schedule} | {name}", part, **drawn,
                          n=stats[f"{key}_count"])
         for name, prefix in models:
             values = [r.summary.get("metrics", {}).get(f"{prefix}test_acc") for r in part]
             values = [v for v in values if isinstance(v, int | float) and math.isfinite(v)]
             table.append({**({"setting": row_name} if rows.keys else {}),
-                          "schedule": schedule, "model": name,
+                          "scheduler": schedule, "model": name,
                           "test_acc_mean": np.mean(values) if values else np.nan,
                           "test_acc_std": np.std(values, ddof=1) if len(values) > 1 else
                           (0.0 if values else np.nan),
                           "seeds": len(values), "runs": len(part)})
+        integer_axis(ax)
         ax.set_title(textwrap.fill(title, 48 if ncols < 3 else 36), fontsize=6)
         if k // ncols == nrows - 1 or k + ncols >= len(cells):
             ax.set_xlabel("Epoch")
         if k % ncols == 0:
             ax.set_ylabel(labels.metric_label(metric))
-    handles = [Line2D([], [], color=palette[name], label=name) for name, _ in models]
+    # as drawn: a line where a model has several epochs, a marker where it has one
+    handles = [Line2D([], [], color=palette[name], label=name, ms=3,
+                      ls="-" if name in lines else "none",
+                      marker="o" if name in points else None) for name, _ in models]
     legend_below(fig, handles, title="model", ncol=min(len(models), 6))
     paths = d.save(fig, out_dir, f"ema_{metric.replace('/', '_')}")
     return Result([*paths, *write_table(pd.DataFrame(table), out_dir)], d.summary_notes())
@@ -116,7 +120,7 @@ def write_table(table: pd.DataFrame, out_dir: Path) -> list[Path]:
     """ema_test_acc.csv (numbers: mean and std as fractions, seeds counted) and .md (%)."""
     csv, md = out_dir / "ema_test_acc.csv", out_dir / "ema_test_acc.md"
     table.to_csv(csv, index=False)
-    index = [c for c in ("setting", "schedule") if c in table]
+    index = [c for c in ("setting", "scheduler") if c in table]
     models = list(dict.fromkeys(table["model"]))
     lines = ["Test accuracy (%), mean ± std over seeds (n seeds)", "",
              "| " + " | ".join([*index, *models]) + " |",

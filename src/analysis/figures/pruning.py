@@ -43,6 +43,13 @@ def pruning_runs(runs: list[Run], d: Drawing) -> list[Run]:
     return have
 
 
+def reference_handles() -> list:
+    """The legend's entries for the unpruned reference, drawn as a dashed mean and a grey
+    band of +-std."""
+    return [Line2D([], [], color="0.4", ls="--", lw=0.8, label="unpruned reference (mean)"),
+            Patch(color="0.6", alpha=0.3, label="unpruned reference (± std)")]
+
+
 def pruning(runs: list[Run], opts: Options, out_dir: Path) -> Result:
     """Top-1 and top-5 test accuracy and test loss against the fraction of prunable parameters
     pruned (top row) and of FLOPs pruned (bottom row), one curve per method (mean and +-std band
@@ -83,7 +90,7 @@ def pruning(runs: list[Run], opts: Options, out_dir: Path) -> Result:
             ax.set_ylabel(y_label)
     handles = [Line2D([], [], color=palette[m], marker="o", ms=2, label=m)
                for m in results.methods]
-    handles += [Patch(color="0.6", alpha=0.3, label="unpruned reference (mean ± std)")]
+    handles += reference_handles()
     legend_below(fig, handles, ncol=min(len(handles), 5))
     paths = d.save(fig, out_dir, "pruning")
     return Result([*paths, *report.save(results, rows, out_dir)], d.summary_notes())
@@ -131,6 +138,6 @@ def pruning_methods(runs: list[Run], opts: Options, out_dir: Path) -> Result:
         axes[0, 2].axvline(1.0, color="0.4", ls=":", lw=0.8)
     handles = [Line2D([], [], color=palette[m], marker="o", ms=2, label=m)
                for m in results.methods]
-    handles += [Patch(color="0.6", alpha=0.3, label="unpruned reference (mean ± std)")]
+    handles += reference_handles()
     legend_below(fig, handles, ncol=min(len(handles), 5))
     return Result(d.save(fig, out_dir, "pruning_methods"), d.summary_notes())

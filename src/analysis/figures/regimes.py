@@ -9,13 +9,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
-from matplotlib.ticker import NullFormatter
 
 from src.analysis import labels
 from src.analysis.figures import Options, Result
 from src.analysis.grouping import colours, grouping, safe
 from src.analysis.runs import Run
-from src.analysis.style import MARKERS, Drawing, figure, legend_below, status_handles
+from src.analysis.style import (
+    MARKERS,
+    STATUS_COLOUR,
+    Drawing,
+    figure,
+    legend_below,
+    readable_log_axis,
+    status_handles,
+)
 from src.core.errors import ConfigError
 
 SWEPT = ("batch_size", "task.dt", "task.temp")
@@ -79,18 +86,19 @@ def plane(rows: pd.DataFrame, metric: str, title: str | None, out_dir: Path, ste
     ax = axes[0][0]
     if len(cells):
         shown = labels.shown(metric, cells["value"].to_numpy())
+        low, high, words = labels.colour_range(metric, shown)
         points = ax.scatter(cells["B"], cells["dt"], c=shown, marker="s", s=28,
-                            cmap="viridis", edgecolors="none", zorder=3)
-        fig.colorbar(points, ax=ax, label=labels.metric_label(metric), shrink=0.9)
+                            cmap="viridis", edgecolors="none", zorder=3, vmin=low, vmax=high)
+        fig.colorbar(points, ax=ax, label=f"{labels.metric_label(metric)}{words}", shrink=0.9)
         d.add_series("converged", list(conv["run"]), B=cells["B"], dt=cells["dt"],
                      value=shown, n=cells["n"])
     counts = {}
     for status in ("unconverged", "pruned", "diverged", "failed", "unfinished"):
         part = rows[rows["state"] == status]
-        counts[status] = len(part)
+        colour = "#d62728" if status == "diverged" else STATUS_COLOUR
+        counts[status, colour] = len(part)
         if len(part):
-            ax.plot(part["B"], part["dt"], ls="none", color="red" if status == "diverged"
-                    else "0.35", zorder=4, **MARKERS[status])
+            ax.plot(part["B"], part["dt"], ls="none", color=colour, zorder=4, **MARKERS[status])
             for _, r in part.iterrows():
                 d.mark(status, status, r["run"], B=r["B"], dt=r["dt"])
     ax.set_xscale("log", base=2)
@@ -140,13 +148,15 @@ def displacement(rows: pd.DataFrame, title: str | None, out_dir: Path, stem: str
             d.mark("unconverged", f"B={batch}", r["run"], T=r["T"], dnorm=r["dnorm"])
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    readable_log_axis(ax, "x")
+    readable_log_axis(ax, "y")
     ax.set_xlabel("Temperature T = dt / (B h)")
     ax.set_ylabel("Final ||w - w0||")
     if title:
         ax.set_title(title)
-    n_late = int((rows["state"] == "unconverged").sum())
-    legend_below(fig, [*cmap_handles, *status_handles({"unconverged": n_late})], ncol=4)
+    late = {("unconverged", palette[f"B={b}"]): int(((rows["state"] == "unconverged")
+                                                     & (rows["B"] == b)).sum()) for b in batches}
+    legend_below(fig, [*cmap_handles, *status_handles(late)], ncol=4)
     paths = d.save(fig, out_dir, stem)
     d.metric = metric
     return paths

@@ -6,13 +6,21 @@ import math
 from pathlib import Path
 
 import numpy as np
-from matplotlib.ticker import MaxNLocator
 
 from src.analysis import labels
 from src.analysis.figures import Options, Result
 from src.analysis.grouping import colours, grouping
 from src.analysis.runs import Run, aggregate, history_frame
-from src.analysis.style import MARKERS, Drawing, figure, legend_below, status_handles
+from src.analysis.style import (
+    MARKERS,
+    Drawing,
+    figure,
+    in_order,
+    integer_axis,
+    legend_below,
+    readable_log_axis,
+    status_handles,
+)
 from src.core.errors import ConfigError
 
 ENDED_EARLY = ("pruned", "diverged", "failed", "interrupted")
@@ -32,11 +40,17 @@ def no_history_reason(run: Run, metric: str) -> str:
 def band(ax, metric: str, x: np.ndarray, mean: np.ndarray, std: np.ndarray, colour: str,
          label: str, marker: str | None = None) -> dict[str, np.ndarray]:
     """A line with its +-std band, the band clipped to the metric's range (accuracy in
-    [0, 100] %); returns what was drawn."""
+    [0, 100] %); returns what was drawn. A series of one point (a one-epoch run) is a marker
+    with an error bar: a line of one point would be invisible."""
     low, high = labels.clip(metric, mean - std, mean + std)
-    ax.plot(x, mean, color=colour, label=label, marker=marker, ms=3)
-    ax.fill_between(x, low, high, color=colour, alpha=0.2, lw=0)
-    return {"x": x, "mean": mean, "std": std, "low": low, "high": high}
+    if len(x) == 1:
+        ax.errorbar(x, mean, yerr=[mean - low, high - mean], color=colour, label=label,
+                    marker=marker or "o", ms=3, ls="none", capsize=2, elinewidth=0.8)
+    else:
+        ax.plot(x, mean, color=colour, label=label, marker=marker, ms=3)
+        ax.fill_between(x, low, high, color=colour, alpha=0.2, lw=0)
+    return {"x": x, "mean": mean, "std": std, "low": low, "high": high,
+            "marker": marker or ("o" if len(x) == 1 else None)}
 
 
 def curves(runs: list[Run], opts: Options, out_dir: Path) -> Result:
@@ -58,7 +72,7 @@ def curves(runs: list[Run], opts: Options, out_dir: Path) -> Result:
     palette = colours([name for name, _ in groups.items()])
     fig, axes = figure()
     ax = axes[0][0]
-    counts = dict.fromkeys(ENDED_EARLY, 0)
+    counts: dict[tuple[str, str], int] = {}
     for name, members in groups.items():
         stats = aggregate(history_frame(members), [x], [metric])
         stats = stats.assign(_x=stats[x].astype(float)).sort_values("_x")
@@ -74,12 +88,13 @@ def curves(runs: list[Run], opts: Options, out_dir: Path) -> Result:
                 value = labels.shown(metric, last[metric])
                 ax.plot([last[x]], [value], ls="none", color=palette[name],
                         **MARKERS[run.status])
-                counts[run.status] += 1
+                counts[run.status, palette[name]] = counts.get((run.status, palette[name]),
+                                                               0) + 1
                 d.mark(run.status, name, run, x=last[x], y=value)
     ax.set_xlabel(X_LABEL.get(x, x))
     ax.set_ylabel(labels.metric_label(metric))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    handles = [*ax.get_legend_handles_labels()[0], *status_handles(counts)]
+    integer_axis(ax)
+    handles = [*in_order(ax, [name for name, _ in groups.items()]), *status_handles(counts)]
     legend_below(fig, handles, ncol=2)
     return Result(d.save(fig, out_dir, f"curves_{metric.replace('/', '_')}_vs_{x}"),
                   d.summary_notes())
@@ -115,7 +130,8 @@ def lr_stability(runs: list[Run], opts: Options, out_dir: Path) -> Result:
     ax = axes[0][0]
     edge = ax.get_xaxis_transform()  # x in data, y in axes: 0 is the bottom, 1 the top
     worst = 0.0 if labels.higher_is_better(metric) else 1.0
-    counts = {"pruned": 0, "diverged": 0, "failed": 0, "interrupted": 0, "unfinished": 0}
+    statuses = ("pruned", "diverged", "failed", "interrupted", "unfinished")
+    counts: dict[tuple[str, str], int] = {}
     for name, members in groups.items():
         by_lr: dict[float, list[float]] = {}
         for run in members:
@@ -124,8 +140,8 @@ def lr_stability(runs: list[Run], opts: Options, out_dir: Path) -> Result:
                 by_lr.setdefault(float(run.config[lr]), []).append(
                     labels.shown(metric, value))
                 continue
-            status = run.status if run.status in counts else "failed"
-            counts[status] += 1
+            status = run.status if run.status in statuses else "failed"
+            counts[status, palette[name]] = counts.get((status, palette[name]), 0) + 1
             ax.plot([run.config[lr]], [worst], ls="none", color=palette[name], clip_on=False,
                     transform=edge, **MARKERS[status])
             d.mark(status, name, run, x=run.config[lr])
@@ -137,12 +153,16 @@ def lr_stability(runs: list[Run], opts: Options, out_dir: Path) -> Result:
             drawn = band(ax, metric, xs, mean, std, palette[name], name, marker="o")
             d.add_series(name, [r for r in members if r.config[lr] in by_lr], **drawn,
                          n=[len(by_lr[v]) for v in xs])
-        else:
-            ax.plot([], [], color=palette[name], label=name)
+        else:  # named in the legend by its marks: it has no line of its own
+            ax.plot([], [], ls="none", color=palette[name], label=f"{name}: no final value",
+                    **MARKERS[status])
     ax.set_xscale("log")
+    readable_log_axis(ax, "x")
     ax.set_xlabel("Learning rate")
     ax.set_ylabel(f"Final {labels.metric_label(metric, capital=False)}")
-    handles = [*ax.get_legend_handles_labels()[0], *status_handles(counts)]
+    names = [name for name, _ in groups.items()]
+    handles = [*in_order(ax, [*names, *(f"{n}: no final value" for n in names)]),
+               *status_handles(counts)]
     legend_below(fig, handles, ncol=2)
     if any(counts.values()):
         d.notes.append(f"runs without a final value are marked at the "
