@@ -201,7 +201,7 @@ def check_command(args: Sequence[str], conf_dir: Path, config_name: str) -> Dict
                      f"(--multirun) to run one job per value, or give one value")
             swept = {s.split("=", 1)[0] for s in sweeps}
             check_types([*(o for o in overrides if o.split("=", 1)[0] not in swept), *sweeps],
-                        conf_dir, config_name, dirs)
+                        overrides, conf_dir, config_name)
             if multirun:
                 check_launcher(cfg)
             outputs.writable_output(cfg, multirun)
@@ -237,11 +237,12 @@ def is_group(key: str, conf_dir: Path) -> bool:
     return "/" in key or (conf_dir / key).is_dir()
 
 
-def check_types(overrides: Sequence[str], conf_dir: Path, config_name: str,
-                dirs: Sequence[str]) -> None:
+def check_types(overrides: Sequence[str], composed: Sequence[str], conf_dir: Path,
+                config_name: str) -> None:
     """Exit with one line when a value's type is not its setting's: a word where a number
     goes (optimizer.lr=0.1O), a number where a list goes (averaging.decays=0.99), ... Each
-    value of a sweep is checked, against the defaults of the groups the command picks."""
+    value of a sweep (`overrides`, as typed) is checked, against the defaults of the groups
+    that `composed` (the overrides of the first job, and the config folders) picks."""
     from hydra import compose
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep, Glob
@@ -251,9 +252,8 @@ def check_types(overrides: Sequence[str], conf_dir: Path, config_name: str,
               and not a.startswith("hydra.searchpath=")]
     if not values:
         return
-    groups = [a for a in overrides if "=" in a and is_group(a.split("=", 1)[0], conf_dir)]
-    if dirs:
-        groups.append(f"hydra.searchpath=[{','.join('file://' + d for d in dirs)}]")
+    groups = [a for a in composed if "=" in a and (is_group(a.split("=", 1)[0], conf_dir)
+                                                    or a.startswith("hydra.searchpath="))]
     base = compose(config_name, overrides=groups, return_hydra_config=True)
     parser = OverridesParser.create()
     for arg in values:
@@ -275,7 +275,8 @@ def check_types(overrides: Sequence[str], conf_dir: Path, config_name: str,
         for choice in choices:
             why = wrong_type(key, choice, default)
             if why:
-                fail(f"{key}={typed} {why}")
+                fail(f"{key}={typed}: {choice} {why}" if len(choices) > 1 else
+                     f"{key}={typed} {why}")
 
 
 def wrong_type(key: str, value: Any, default: Any) -> str | None:

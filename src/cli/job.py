@@ -52,6 +52,9 @@ def train_task(cfg: DictConfig) -> float | JobResult:
     main = distributed.process_rank() == 0  # under torchrun rank 0 alone locks, writes, prints
     if not main:
         logging.getLogger().setLevel(logging.WARNING)
+    jobs = hydra_cfg.sweeper.get("jobs") if in_sweep else None
+    if jobs:  # in the log as well as on the terminal: how far the sweep has come
+        log.info("job %d of %d: %s", hydra_cfg.job.num + 1, jobs, run_dir)
     lock: AbstractContextManager = (RunLock(run_dir, float(os.environ.get(LOCK_WAIT_ENV, 0)))
                                     if main else nullcontext())
     record = None

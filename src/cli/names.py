@@ -35,7 +35,7 @@ FOREIGN = (
     Name("--epochs", "epochs={}", COMPRESSED),
     Name("--batch_size", "batch_size={}", COMPRESSED),
     Name("--binning", "compression.compressor.binning={}", COMPRESSED),
-    Name("--arch", "task=regimes model={}  (mlp is model=mf_mlp)", REGIMES),
+    Name("--arch", "task=regimes model=mf_mlp (their mlp; or perceptron, mnas)", REGIMES),
     Name("--act", "model.activation={}", REGIMES),
     Name("--h", "model.width={}", REGIMES),
     Name("--L", "model.depth={}", REGIMES),

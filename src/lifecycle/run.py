@@ -241,7 +241,9 @@ class Lifecycle:
                            started_at=self.started_at, finished_at=time.time())
         self.close(summary)
         if self.objective_name is not None:
-            log.info("%s: %s = %s", outcome.status, self.objective_name, summary["objective"])
+            why = outcome.fields.get("stop_reason")
+            log.info("%s%s: %s = %s", outcome.status, f" ({why})" if why else "",
+                     self.objective_name, summary["objective"])
         return Result(summary.get("objective"), summary)
 
     def close(self, summary: dict[str, Any], result: bool = True) -> None:

@@ -15,10 +15,11 @@ from src.sweeps.report import new_report
 
 class GridSweeper(BasicSweeper):
     """Hydra's basic sweeper's configuration keys (`params`, `max_batch_size`), and
-    `sweep_name`, which the sweeper sets in each of its jobs, not reads."""
+    `sweep_name` and `jobs` (how many the sweep has: "job k of N" in each job's log), which the
+    sweeper sets in each of its jobs, not reads."""
 
     def __init__(self, max_batch_size: int | None = None, params: Any = None,
-                 sweep_name: str | None = None) -> None:
+                 sweep_name: str | None = None, jobs: int | None = None) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
 
     def sweep(self, arguments: list[str]) -> Any:
@@ -30,12 +31,14 @@ class GridSweeper(BasicSweeper):
         # what the trackers group the jobs by: the sweep as typed (logger=mlflow: its experiment)
         name = " ".join(arguments) or str(self.config.hydra.job.name)
         quoted = name.replace("\\", "\\\\").replace("'", "\\'")
-        self.overrides = [[[*job, f"hydra.sweeper.sweep_name='{quoted}'"] for job in batch]
+        jobs = sum(len(batch) for batch in self.overrides)
+        self.overrides = [[[*job, f"hydra.sweeper.sweep_name='{quoted}'",
+                            f"hydra.sweeper.jobs={jobs}"] for job in batch]
                           for batch in self.overrides]
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        report, returns, index = new_report(), [], 0
+        report, returns, index = new_report(str(self.config.get("objective", "objective"))), [], 0
         while not self.is_done():
             batch = self.get_job_batch()
             if not getattr(self.launcher, "composes_up_front", False):

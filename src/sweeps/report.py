@@ -1,4 +1,5 @@
-"""The end of a sweep: how many jobs completed, diverged, failed or were busy, and where.
+"""The end of a sweep: how many jobs completed, diverged, failed or were busy, a table of the
+jobs with their objectives and run directories, and the best one.
 
 Sweepers add every job's return here; the entry point exits with `exit_status()` after Hydra
 returns, so a sweep with a failed job exits non-zero while its other jobs still ran.
@@ -72,9 +73,27 @@ def outcome(ret: JobReturn) -> JobResult:
     return JobResult("completed", None if value is None else float(value), run_dir)
 
 
+SHOWN = 20  # a longer sweep's table: the best completed jobs, and every one that was not
+
+
+def shown_path(run_dir: str) -> str:
+    """A run directory as a reader types it: relative to the working folder when inside it."""
+    path = Path(run_dir)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return run_dir
+
+
 class SweepReport:
-    def __init__(self) -> None:
+    """The sweep's last lines: a count per status, a table of its jobs (status, objective, run
+    directory, and why a job failed) and its best job. objective: the name of the metric the
+    jobs return; maximise: whether higher is better (accuracies)."""
+
+    def __init__(self, objective: str = "objective", maximise: bool | None = None) -> None:
         self.results: list[JobResult] = []
+        self.objective = objective
+        self.maximise = objective.endswith("acc") if maximise is None else maximise
 
     def add(self, returns: Iterable[JobReturn]) -> list[JobResult]:
         new = [outcome(r) for r in returns]
@@ -84,15 +103,39 @@ class SweepReport:
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
 
+    def best(self) -> JobResult | None:
+        done = [r for r in self.results if r.status == "completed" and r.objective is not None
+                and math.isfinite(r.objective)]
+        if not done:
+            return None
+        return (max if self.maximise else min)(done, key=lambda r: r.objective)
+
     def lines(self) -> list[str]:
         parts = [f"{self.count(s)} {LABEL.get(s, s)}" for s in ORDER if self.count(s)]
         out = [f"sweep: {len(self.results)} job(s): {', '.join(parts) or 'none'}"]
-        on_slurm = any(r.job for r in self.results)  # then every job, with its SLURM job id
-        for r in self.results:
-            if r.status != "completed" or on_slurm:
-                job = f" (SLURM job {r.job})" if r.job else ""
-                reason = f": {r.error}" if r.error else ""
-                out.append(f"  {r.status:<9} {r.run_dir}{job}{reason}")
+        if not self.results:
+            return out
+        rows = self.results
+        if len(rows) > SHOWN:  # the best completed ones, and every one that was not
+            done = sorted((r for r in rows if r.status == "completed" and r.objective is not None),
+                          key=lambda r: r.objective, reverse=self.maximise)
+            keep = {id(r) for r in done[:SHOWN // 2]} | {id(r) for r in rows
+                                                        if r.status != "completed"}
+            rows = [r for r in rows if id(r) in keep]
+        width = max(9, len(self.objective))
+        out.append(f"  {'status':<9} {self.objective:>{width}}  run directory")
+        for r in rows:
+            value = "-" if r.objective is None or r.status != "completed" else f"{r.objective:.4g}"
+            job = f" (SLURM job {r.job})" if r.job else ""
+            reason = f": {r.error}" if r.error else ""
+            out.append(f"  {r.status:<9} {value:>{width}}  {shown_path(r.run_dir)}{job}{reason}")
+        if len(rows) < len(self.results):
+            out.append(f"  ... {len(self.results) - len(rows)} more completed (every run: "
+                       f"plots.py runs=<the sweep's folder>)")
+        best = self.best()
+        if best is not None:
+            out.append(f"best: {self.objective} = {best.objective:.6g} in "
+                       f"{shown_path(best.run_dir)}")
         return out
 
     def print(self) -> None:
@@ -107,9 +150,10 @@ class SweepReport:
 _last: SweepReport | None = None
 
 
-def new_report() -> SweepReport:
+def new_report(objective: str = "objective", maximise: bool | None = None) -> SweepReport:
+    """The report of the sweep this process starts (its jobs return `objective`)."""
     global _last
-    _last = SweepReport()
+    _last = SweepReport(objective, maximise)
     return _last
 
 

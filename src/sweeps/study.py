@@ -327,6 +327,7 @@ class Trials:
         self.study_id = storage.get_study_id_from_name(study.study_name)
         self.lock = threading.Lock()  # the sampler, the report and the job numbers are shared
         self.to_go, self.index, self.stop = 0, 0, threading.Event()
+        self.n_trials = self.told = 0  # this process's budget, and the trials it has told
 
     def ask(self, n: int) -> tuple[list[Any], int]:
         """n new trials (fewer if the budget is spent) and the first one's job index."""
@@ -368,11 +369,12 @@ class Trials:
                 self.retry(self.study, self.storage.get_trial(trial_id))
                 log.info("trial %d's job ended %s: queued again (hydra.sweeper.retry_dead)",
                          trial.number, result.ended_as)
-        log.info("trial %d %s: %s = %s (%s)", trial.number, result.status, self.objective,
-                 result.objective, result.run_dir)
+        self.told += 1
+        log.info("trial %d %s (%d of %d here): %s = %s (%s)", trial.number, result.status,
+                 self.told, self.n_trials, self.objective, result.objective, result.run_dir)
 
     def run_batches(self, n_trials: int, batch: int) -> None:
-        self.to_go = n_trials
+        self.to_go = self.n_trials = n_trials
         while True:
             trials, index = self.ask(batch)
             if not trials:
@@ -380,7 +382,7 @@ class Trials:
             self.launch(trials, index)
 
     def run_lanes(self, n_trials: int, lanes: int) -> None:
-        self.to_go = n_trials
+        self.to_go = self.n_trials = n_trials
 
         def lane() -> None:
             while True:
@@ -556,7 +558,7 @@ class StudySweeper(Sweeper):
                               f"hydra.sweeper.study_name")
         log.info("study %s (%s %s) in %s: %d trial(s) so far, %d to run here", name, direction,
                  objective, storage.url, len(study.trials), self.n_trials)
-        report = new_report()
+        report = new_report(objective, direction == "maximize")
         trials = Trials(study, storage, space, [*fixed_args, f"hydra.sweeper.study_name={name}"],
                         self.launcher, report, objective, self.heartbeat_interval,
                         self.retry_dead)

@@ -355,6 +355,12 @@ class PruningExperiment:
             self.record.start()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         reference = self.reference_record()
+        chance = 1.0 - 1.0 / self.data.num_classes
+        if reference["test_top1_err"] >= chance:
+            log.warning("the reference network is no better than chance: test top-1 error "
+                        "%.1f%% against %.1f%% for a guess; its prune potential says nothing "
+                        "(train it longer, or check its settings, in %s)",
+                        100 * reference["test_top1_err"], 100 * chance, self.ref_dir)
         if self.dist.is_main:
             write_json_atomic(self.run_dir / REFERENCE, reference)
         summary: dict[str, Any] = {"kind": "pruning", "config_digest": self.digest,
@@ -363,7 +369,9 @@ class PruningExperiment:
                                    "versions": versions()}
         previous: dict | None = None
         try:
-            for rep, index in self.cells():
+            cells = self.cells()
+            for k, (rep, index) in enumerate(cells):
+                log.info("cell %d of %d: %s", k + 1, len(cells), cell_name(rep, index))
                 previous = self.run_cell(rep, index, previous if index > 0 else None)
         except BaseException as e:  # record why the run stopped, then let it propagate
             summary.update(status="interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
@@ -384,6 +392,7 @@ class PruningExperiment:
             write_json_atomic(self.run_dir / SUMMARY, summary)
         log.info("pruning %s: %d cells, prune potential at +0.5%% error: %.4f", self.p.name,
                  len(records), potential)
+        log.info("run directory: %s", self.run_dir)
         return potential
 
 

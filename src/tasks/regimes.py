@@ -286,9 +286,9 @@ class Regimes:
         if due and not (run_log.history and run_log.history[-1]["step"] == progress.step):
             record = self.measure(train_pred)
             run_log.append(record)
-            log.info("step %d t=%.4g train_loss*alpha=%.4g nd=%d test_err=%.4f",
-                     record["step"], record["t"], record["train_aloss"], record["train_nd"],
-                     record["test_err"])
+            log.info("step %d of at most %d: t=%.4g train_loss*alpha=%.4g nd=%d "
+                     "test_err=%.4f", record["step"], self.max_step, record["t"],
+                     record["train_aloss"], record["train_nd"], record["test_err"])
         return stop
 
     def stretch(self) -> int:
@@ -298,7 +298,9 @@ class Regimes:
     def outcome(self, run_log: RunLog, stop: str) -> Outcome:
         final = run_log.history[-1]
         metrics = {k: final[k] for k in metric_names()}
-        log.info("%s after %d steps", stop, self.progress_.step)
+        log.info("%s after %d steps", STOPPED[stop].format(task=self.task,
+                                                           steps=self.max_step),
+                 self.progress_.step)
         fields = {"stop_reason": stop, "checkpoints": len(run_log.history)}
         notes = observable_notes(run_log.history)
         if notes:
@@ -436,6 +438,16 @@ def sde_gradient(model: nn.Module, phi: Callable[[Tensor], Tensor], alpha: float
 def functional_output(model: nn.Module, weights: dict[str, Tensor], x: Tensor) -> Tensor:
     """f(weights, x) as a (N,) tensor, without touching the model's own parameters."""
     return torch.func.functional_call(model, weights, (x,)).squeeze(1)
+
+
+# What each stop_reason (summary.json) means, as the run's log says it.
+STOPPED = {"diverged": "diverged: the training loss is not finite",
+           "zero_loss": "converged: the training loss reached 0",
+           "margin": "converged: every training point is fitted with margin >= 1",
+           "max_step": "stopped by its step budget ({steps} steps: task.max_step, or epochs), "
+                       "not converged,",
+           "max_wall": "stopped by its time budget (task.max_wall={task.max_wall} s), not "
+                       "converged,"}
 
 
 def stop_reason(train_loss: float, min_z: float, step: int, max_step: int, wall_s: float,

@@ -127,7 +127,7 @@ CASES = [
     ("train", ["averaging.decays=[0.9,x]"], "'x', which is not a number"),
     ("train", ["trainer.progress=yes"], "is not true or false"),
     ("train", ["dataset.augment=5"], "is a group of settings"),
-    ("train", ["-m", "epochs=1,two"], "epochs=1,two is not a number"),
+    ("train", ["-m", "epochs=1,two"], "epochs=1,two: two is not a number"),
     # train.py: names from the code bases our users come from, and removed settings
     ("train", ["global_seed=1234"], "here type seed=1234"),
     ("train", ["averaged.decay=0.99"], "here type averaging.decays=[0.99]"),

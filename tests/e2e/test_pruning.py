@@ -39,6 +39,8 @@ def test_a_killed_experiment_resumes_skipping_finished_cells(tmp_path):
     log = proc.stdout + proc.stderr
     for name in done:
         assert f"cell {name} (keep" in log and "already finished: skipped" in log
+    assert "cell 4 of 4: rep0_ratio03" in log  # how far it has come, in its log too
+    assert log.strip().splitlines()[-1].endswith(f"run directory: {killed}")
     assert {p.name: p.stat().st_mtime_ns for p in (killed / "cells").glob("*.json")
             if p.name in stamps} == stamps  # finished cells untouched
     strip = ("retrain_wall_s",)

@@ -223,7 +223,8 @@ def test_a_search_on_slurm_retries_a_cancelled_trial_from_its_checkpoint(cluster
     cluster.run("scancel", job)
     assert proc.wait(timeout=900) == 1  # a trial failed (cancelled), so the search says so
     out = (tmp_path / "log").read_text()
-    assert f"failed    {victim} (SLURM job {job}): SLURM job {job} ended CANCELLED" in out, out
+    assert re.search(rf"failed +- +{re.escape(str(victim))} \(SLURM job {job}\): SLURM job "
+                     rf"{job} ended CANCELLED", out), out
     trials = study_trials(db)
     assert [t.state.name for t in trials].count("COMPLETE") == 2
     (cancelled,) = [t for t in trials if t.state.name == "FAIL"]
@@ -243,7 +244,7 @@ def test_a_job_that_fails_on_the_cluster_is_reported_with_the_reason_in_its_log(
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     bad = tmp_path / "debug=fast,optimizer.lr=-1,optimizer=sgd"
     (line,) = [line for line in proc.stdout.splitlines() if str(bad) in line]
-    found = re.fullmatch(rf"  failed +{re.escape(str(bad))} \(SLURM job (\S+)\): (.+)", line)
+    found = re.fullmatch(rf"  failed +- +{re.escape(str(bad))} \(SLURM job (\S+)\): (.+)", line)
     assert found, line
     job, reason = found.groups()
     assert "Invalid learning rate: -1" in reason

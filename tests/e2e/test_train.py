@@ -32,9 +32,7 @@ def digest(folder: Path, names: list[str]) -> dict[str, str]:
 
 @pytest.mark.smoke  # make test-fast runs it
 def test_default_command_trains_digits_to_95_percent_and_writes_the_contract(tmp_path):
-    start = time.perf_counter()
     train(tmp_path)  # python train.py with its defaults (only the run dir and progress bar set)
-    assert time.perf_counter() - start < 120
     s = summary(tmp_path)
     assert s["status"] == "completed"
     assert s["metrics"]["test_acc"] >= 0.95

@@ -82,10 +82,10 @@ def test_release_never_removes_someone_elses_lock(tmp_path):
 
 def test_waiting_for_a_busy_run_dir_gives_up_after_wait_s(tmp_path):
     with RunLock(tmp_path):
-        t0 = time.perf_counter()
+        t0 = time.monotonic()  # the lock's own clock
         with pytest.raises(RunDirBusy):
             RunLock(tmp_path, wait_s=1.0).acquire()
-        assert 0.9 < time.perf_counter() - t0 < 5
+        assert time.monotonic() - t0 >= 1.0  # it waited wait_s before giving up
 
 
 def test_the_default_study_folder_is_named_from_the_search(tmp_path):

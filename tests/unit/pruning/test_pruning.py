@@ -271,3 +271,23 @@ def test_collector_merges_cells_of_split_jobs_and_refuses_duplicates(tmp_path):
     write("e", "net0", "magnitude", "retrain", 1, 0.5, 0.13)  # job b's cell once more
     with pytest.raises(ConfigError, match="is in two runs"):
         collect(sorted(tmp_path.iterdir()))
+
+
+def test_a_reference_no_better_than_chance_is_said_and_the_run_directory_comes_last(
+        tmp_path, caplog, monkeypatch):
+    import logging
+
+    from src.tasks.pruning import run_pruning
+
+    measured = PruningExperiment.reference_record
+
+    def at_chance(self):  # a reference trained too briefly: 95% top-1 error on 10 classes
+        return {**measured(self), "test_top1_err": 0.95}
+
+    monkeypatch.setattr(PruningExperiment, "reference_record", at_chance)
+    with caplog.at_level(logging.INFO):
+        run_pruning(compose_train(["pruning=magnitude", *DIGITS, "pruning.keep_ratios.count=2"]),
+                    tmp_path / "run")
+    assert "no better than chance: test top-1 error 95.0% against 90.0% for a guess" in \
+        caplog.text
+    assert caplog.records[-1].getMessage() == f"run directory: {tmp_path / 'run'}"

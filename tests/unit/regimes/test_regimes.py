@@ -3,6 +3,7 @@ checkpoints, sweeps and the phase diagram."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -267,3 +268,21 @@ def test_each_loss_slope_is_the_derivative_autograd_takes(name):
                    torch.tensor([1.0], dtype=torch.float64)]).requires_grad_()
     (want,) = torch.autograd.grad(margin_loss(name, 7.0)(z).sum(), z)
     torch.testing.assert_close(margin_loss_slope(name, 7.0)(z.detach()), want)
+
+
+@pytest.mark.parametrize(("budget", "says"), [
+    (["task.max_step=6"], "stopped by its step budget (6 steps"),
+    (["task.max_wall=0"], "stopped by its time budget (task.max_wall=0 s)")])
+def test_a_run_stopped_by_a_budget_says_which(tmp_path, caplog, budget, says):
+    import logging
+
+    from src.tasks import regimes
+
+    cfg = compose_train(["task=regimes", "debug=fast", "device=cpu", "epochs=1000",
+                         "logger=none", *budget])
+    with caplog.at_level(logging.INFO):
+        regimes.run(cfg, tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    reason = budget[0].split("=")[0].removeprefix("task.")
+    assert summary["status"] == "completed" and summary["stop_reason"] == reason
+    assert says in caplog.text and f"completed ({reason}): test_err" in caplog.text

@@ -1,6 +1,5 @@
-"""The sweep's last lines (src/sweeps/report.py): a local sweep lists the jobs that did not
-complete; a SLURM sweep lists every job with its SLURM job id."""
-
+"""The sweep's last lines (src/sweeps/report.py): a table of its jobs with their objectives and
+run directories, the best one named; a SLURM sweep's jobs with their SLURM job ids."""
 from __future__ import annotations
 
 from hydra.core.utils import JobReturn, JobStatus
@@ -14,13 +13,32 @@ def returned(result: JobResult) -> JobReturn:
     return ret
 
 
-def test_a_local_sweep_lists_what_did_not_complete():
-    report = SweepReport()
+def test_a_sweep_ends_with_a_table_of_its_jobs_and_names_the_best():
+    report = SweepReport("val_acc")
     report.add([returned(JobResult("completed", 0.9, "runs/a")),
+                returned(JobResult("completed", 0.95, "runs/c")),
                 returned(JobResult("failed", None, "runs/b", "ValueError: lr=-1"))])
-    assert report.lines() == ["sweep: 2 job(s): 1 completed, 1 failed",
-                              "  failed    runs/b: ValueError: lr=-1"]
+    assert report.lines() == ["sweep: 3 job(s): 2 completed, 1 failed",
+                              "  status      val_acc  run directory",
+                              "  completed       0.9  runs/a",
+                              "  completed      0.95  runs/c",
+                              "  failed            -  runs/b: ValueError: lr=-1",
+                              "best: val_acc = 0.95 in runs/c"]
     assert report.exit_status == 1
+    assert SweepReport("val_loss").best() is None  # nothing completed: no best
+    losses = SweepReport("val_loss")
+    losses.add([returned(JobResult("completed", v, f"runs/{v}")) for v in (0.5, 0.2, 0.9)])
+    assert losses.best().run_dir == "runs/0.2"  # a loss: the lowest is the best
+
+
+def test_a_long_sweep_shows_its_best_jobs_and_every_one_that_did_not_complete():
+    report = SweepReport("val_acc")
+    report.add([returned(JobResult("completed", i / 100, f"runs/{i}")) for i in range(30)])
+    report.add([returned(JobResult("diverged", None, "runs/d"))])
+    lines = report.lines()
+    assert len(lines) == 2 + 10 + 1 + 1 + 1
+    assert lines[2].endswith("runs/20") and "runs/d" in lines[-3]
+    assert lines[-2].startswith("  ... 20 more completed") and lines[-1].endswith("runs/29")
 
 
 def test_a_slurm_sweep_lists_every_job_with_its_id():
@@ -28,7 +46,6 @@ def test_a_slurm_sweep_lists_every_job_with_its_id():
     report.add([returned(JobResult("completed", 0.9, "runs/a", job="12_0")),
                 returned(JobResult("failed", None, "runs/b", "SLURM job 12_1 ended CANCELLED",
                                    "12_1", "CANCELLED"))])
-    assert report.lines() == [
-        "sweep: 2 job(s): 1 completed, 1 failed",
-        "  completed runs/a (SLURM job 12_0)",
-        "  failed    runs/b (SLURM job 12_1): SLURM job 12_1 ended CANCELLED"]
+    assert report.lines()[2:4] == [
+        "  completed       0.9  runs/a (SLURM job 12_0)",
+        "  failed            -  runs/b (SLURM job 12_1): SLURM job 12_1 ended CANCELLED"]
