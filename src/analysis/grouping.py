@@ -185,15 +185,18 @@ class Grouping:
         self.order = sorted(self.groups, key=lambda t: tuple(natural(v) for v in t))
         settings = frame.iloc[[first[v] for v in self.order]].reset_index(drop=True)
         described = described_keys(frame, keys, axes, override_keys(runs)) if keys else []
-        common = {k: common_value(settings[k]) for k in described[len(keys):]}
+        # a config-group choice that tells the settings apart is always named (what a run is:
+        # optimizer=adam); every other key where its value is not what most settings share
+        always = [k for k in keys if k.startswith("choice.") and k not in PROBLEM]
+        common = {k: common_value(settings[k]) for k in described if k not in always}
         self.labels = {}
         for values, (_, row) in zip(self.order, settings.iterrows(), strict=True):
-            parts = [(k, row[k]) for k in keys]
-            parts += [(k, row[k]) for k, usual in common.items()
-                      if row[k] != usual and row[k] != MISSING]
+            parts = [k for k in described if k in always or (
+                row[k] != common[k] and (row[k] != MISSING or k in keys))]
+            parts = parts or keys  # the setting most share: named by its keys
             self.labels[values] = ", ".join(
-                labels.setting_label(k, json.loads(v) if v != MISSING else None)
-                for k, v in parts) if parts else "all runs"
+                labels.setting_label(k, json.loads(row[k]) if row[k] != MISSING else None)
+                for k in parts) if parts else "all runs"
 
     def label(self, values: tuple) -> str:
         return self.labels[values]
@@ -207,8 +210,18 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
 
 
 def colours(names: Sequence[str]) -> dict[str, str]:
-    """One colour per setting, the same in every panel of a figure (repeats after ten)."""
+    """One colour per setting, the same in every panel of a figure (repeats after ten: a figure
+    of more settings tells them apart by line_styles too)."""
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+
+
+DASHES = ("-", "--", ":", "-.")
+
+
+def line_styles(names: Sequence[str]) -> dict[str, str]:
+    """A line style per setting: solid for the first ten colours, then dashed, dotted, ...,
+    so that no two settings share both colour and style (up to forty)."""
+    return {name: DASHES[(i // len(PALETTE)) % len(DASHES)] for i, name in enumerate(names)}
 
 
 def safe(text: str) -> str:

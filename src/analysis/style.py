@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.artist import Artist
-from matplotlib.collections import PolyCollection
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import to_hex
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -127,6 +127,9 @@ def look(artist: Artist) -> dict[str, Any]:
                 "marker": "none"}
     if isinstance(artist, Patch):
         return {"kind": "area", "color": to_hex(artist.get_facecolor(), keep_alpha=True)}
+    if isinstance(artist, LineCollection) and len(artist.get_color()):  # error bars
+        return {"kind": "line", "color": to_hex(artist.get_color()[0]),
+                "linestyle": "-", "marker": "none"}
     if isinstance(artist, PolyCollection) and len(artist.get_facecolor()):
         return {"kind": "area", "color": to_hex(artist.get_facecolor()[0], keep_alpha=True)}
     return {"kind": type(artist).__name__}
@@ -164,7 +167,33 @@ def layout(fig: plt.Figure) -> dict[str, Any]:
             "yticks": labelled(ax.get_yticklabels(), ax.get_ylim()),
             "clim": list(images[0].get_clim()) if images else None})
     return {"legend": {"entries": entries, "height_in": round(legend_h, 3)}, "drawn": drawn,
-            "axes": axes}
+            "axes": axes, "cut_texts": cut_texts(fig)}
+
+
+def cut_texts(fig: plt.Figure) -> list[str]:
+    """Texts (titles, labels, tick labels, legend entries) that reach beyond the figure's edges,
+    where the file cuts them off."""
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    texts = [*fig.texts, *(t for legend in fig.legends for t in legend.get_texts())]
+    for ax in fig.axes:
+        if ax.get_visible():
+            texts += [ax.title, ax._left_title, ax._right_title]
+        if ax.get_visible() and ax.axison:  # an image's axes may draw no axis at all
+            texts += [ax.xaxis.label, ax.yaxis.label]
+            low, high = sorted(ax.get_xlim())  # tick labels drawn: those inside the limits
+            texts += [t for t in ax.get_xticklabels() if low <= t.get_position()[0] <= high]
+            low, high = sorted(ax.get_ylim())
+            texts += [t for t in ax.get_yticklabels() if low <= t.get_position()[1] <= high]
+    cut = []
+    for text in texts:
+        if not text.get_visible() or not text.get_text().strip():
+            continue
+        extent = text.get_window_extent(renderer)
+        if (extent.x0 < box.x0 - 1 or extent.x1 > box.x1 + 1 or extent.y0 < box.y0 - 1
+                or extent.y1 > box.y1 + 1):
+            cut.append(text.get_text())
+    return cut
 
 
 def labelled(ticks: list, limits: tuple[float, float]) -> list[str]:
@@ -207,11 +236,15 @@ def as_list(value: Any) -> Any:
 STATUS_COLOUR = "0.3"  # a status mark that belongs to no one setting (the phase diagram's)
 
 
-def status_handles(counts: dict[tuple[str, str], int]) -> list[Line2D]:
+def status_handles(counts: dict[tuple[str, str], int],
+                   named: dict[str, str] | None = None) -> list[Line2D]:
     """Legend entries for the run statuses drawn as markers, with how many runs each: one per
     (status, colour) as drawn, so that legend and plot agree (a diverged run of each setting
-    in that setting's colour)."""
-    return [Line2D([], [], ls="none", color=colour, label=f"{status} ({n})", **MARKERS[status])
+    in that setting's colour). named: colour -> the setting drawn by marks alone, named in its
+    marks' entry."""
+    named = named or {}
+    return [Line2D([], [], ls="none", color=colour, label=f"{status} ({n})" + (
+        f": {named[colour]}" if colour in named else ""), **MARKERS[status])
             for (status, colour), n in counts.items() if n]
 
 

@@ -22,7 +22,11 @@ from src.core.errors import ConfigError
 from tests.helpers import mixed_runs
 from tests.helpers.docs import pages
 from tests.helpers.fake_runs import sgd
-from tests.helpers.figures import legend_disagreements, legend_outgrows_axes
+from tests.helpers.figures import (
+    legend_ambiguities,
+    legend_disagreements,
+    legend_outgrows_axes,
+)
 from tests.helpers.runs import ROOT, hparams_of_run, run_script
 
 
@@ -85,6 +89,8 @@ def test_every_figure_kind_accounts_for_every_run_of_a_mixed_folder(mixed, tmp_p
     for data in figures:
         assert data["width_in"] in (3.4, 7.0), data["width_in"]  # one or two paper columns
         assert not legend_disagreements(data), legend_disagreements(data)
+        assert not legend_ambiguities(data), legend_ambiguities(data)
+        assert not data["cut_texts"], data["cut_texts"]  # nothing hidden past the edges
         assert not legend_outgrows_axes(data)
         for axes in data["axes"]:  # a log axis labels at least two ticks
             assert all(len(axes[f"{a}ticks"]) >= 2 for a in "xy" if axes[f"{a}scale"] == "log")

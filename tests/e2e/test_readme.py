@@ -1,4 +1,5 @@
-"""Every shell command of README.md, run as bash runs it, in order, in a scratch workspace.
+"""Every shell command of README.md and of the pages of docs/, run as bash runs it, in order, in a
+scratch workspace.
 
 The workspace links the project's code and .venv and holds generated CIFAR-10 and MNIST files in
 the real formats (no download here). Where a command would train for long, fast settings are
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.datafiles import write_cifar10, write_idx
+from tests.helpers.docs import pages
 from tests.helpers.postgres import free_port, postgres_server, why_not
 from tests.helpers.runs import ROOT
 
@@ -43,6 +45,7 @@ FAST = [
     (r"experiment=prune_resnet20_cifar10 (debug|pruning=snip|pruning=pfp)", ["model=mlp"]),
     (r"experiment=regimes_perceptron_chi0", ["batch_size=16", "task.dt=1"]),
     (r"experiment=csgd_compressed_sgd", ["optimizer.lr=1e-3", "compression.compressor.decay=0.7"]),
+    (r"experiment=csgd_(sgd|sign_sgd)", ["optimizer.lr=0.1"]),
     (r"-m experiment=record_\w+ lr_grid=\S+$", ["optimizer.lr=0.01", "seed=0"]),
     (r"lr_grid=\$opt", ["optimizer.lr=0.01", "seed=0"]),
 ]
@@ -50,6 +53,7 @@ FAST = [
 REPLACE = [
     (r"hydra\.sweeper\.n_trials=\d+", "hydra.sweeper.n_trials=2"),
     (r"(prune_resnet20_cifar10) seed=0,1,2", r"\1 seed=0,1"),
+    (r"optimizer\.lr=0\.5,0\.2,0\.1,0\.05,0\.02,0\.01", "optimizer.lr=0.1"),  # Table 2
     (r"submitit_slurm", "submitit_local"),
     (r"hydra\.launcher\.(partition|gpus_per_node|max_num_timeout|signal_delay_s)=\S+", ""),
     (r"--nproc_per_node=4 --rdzv", "--nproc_per_node=1 --rdzv"),
@@ -58,9 +62,10 @@ REPLACE = [
 
 
 def readme_commands() -> list[str]:
-    """The bash commands of README.md's ```bash blocks, continuation lines and loops joined."""
+    """The bash commands of the ```bash blocks of README.md and docs/, continuation lines and
+    loops joined."""
     commands, block, pending = [], False, ""
-    for line in (ROOT / "README.md").read_text().splitlines():
+    for line in (line for page in pages() for line in page.read_text().splitlines()):
         if line.startswith("```"):
             block = line.strip() == "```bash" and not block
             continue

@@ -28,3 +28,16 @@ def legend_disagreements(data: dict) -> list[dict]:
 def legend_outgrows_axes(data: dict) -> bool:
     """The legend is taller than the figure's data axes together."""
     return data["legend"]["height_in"] > sum(a["height_in"] for a in data["axes"]) + 1e-6
+
+
+def legend_ambiguities(data: dict) -> list[tuple]:
+    """Looks (colour, line style, marker) that two legend entries with different labels share:
+    a reader could not tell their curves apart."""
+    seen: dict[tuple, str] = {}
+    clashes = []
+    for entry in data["legend"]["entries"]:
+        key = (entry["kind"], entry.get("color"), entry.get("linestyle"), entry.get("marker"))
+        if key in seen and seen[key] != entry["label"]:
+            clashes.append(key)
+        seen.setdefault(key, entry["label"])
+    return clashes

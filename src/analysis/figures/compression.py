@@ -80,7 +80,7 @@ def bin_usage(runs: list[Run], opts: Options, out_dir: Path) -> Result:
                     bottom += fractions[:, i]
                     used.add(level)
             title = name if groups.keys else members[0].name.replace(",", ", ")
-            ax.set_title(textwrap.fill(title, 70 if ncols == 1 else 60), fontsize=6, loc="left")
+            ax.set_title(textwrap.fill(title, 44), fontsize=6, loc="left")  # a panel 3.3 in wide
             ax.set_ylim(0, 1)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             d.add_series(name, members, step=steps, fractions=fractions, lowest_level=low)

@@ -43,11 +43,21 @@ def pruning_runs(runs: list[Run], d: Drawing) -> list[Run]:
     return have
 
 
-def reference_handles() -> list:
-    """The legend's entries for the unpruned reference, drawn as a dashed mean and a grey
-    band of +-std."""
-    return [Line2D([], [], color="0.4", ls="--", lw=0.8, label="unpruned reference (mean)"),
-            Patch(color="0.6", alpha=0.3, label="unpruned reference (± std)")]
+def reference(ax, values: np.ndarray) -> None:
+    """The unpruned reference: its mean as a dashed line, and a grey band of +-std over nets
+    where there is more than one."""
+    if values.std() > 0:
+        ax.axhspan(values.mean() - values.std(), values.mean() + values.std(), color="0.6",
+                   alpha=0.3, lw=0)
+    ax.axhline(values.mean(), color="0.4", ls="--", lw=0.8)
+
+
+def reference_handles(values: np.ndarray) -> list:
+    """The legend's entries for what `reference` draws."""
+    mean = Line2D([], [], color="0.4", ls="--", lw=0.8, label="unpruned reference (mean)")
+    if values.std() == 0:
+        return [mean]
+    return [mean, Patch(color="0.6", alpha=0.3, label="unpruned reference (± std)")]
 
 
 def pruning(runs: list[Run], opts: Options, out_dir: Path) -> Result:
@@ -70,9 +80,7 @@ def pruning(runs: list[Run], opts: Options, out_dir: Path) -> Result:
                 return 100.0 * (1.0 - v) if is_err else v
 
             ref = shown(results.reference[metric])
-            ax.axhspan(ref.mean() - ref.std(), ref.mean() + ref.std(), color="0.6",
-                       alpha=0.3, lw=0)
-            ax.axhline(ref.mean(), color="0.4", ls="--", lw=0.8)
+            reference(ax, ref)
             for j, method in enumerate(results.methods):
                 x, _ = per_ratio(100.0 * (1.0 - results.cells[x_key][..., j]))
                 y, y_std = per_ratio(shown(results.cells[metric][..., j]))
@@ -90,7 +98,7 @@ def pruning(runs: list[Run], opts: Options, out_dir: Path) -> Result:
             ax.set_ylabel(y_label)
     handles = [Line2D([], [], color=palette[m], marker="o", ms=2, label=m)
                for m in results.methods]
-    handles += reference_handles()
+    handles += reference_handles(ref)
     legend_below(fig, handles, ncol=min(len(handles), 5))
     paths = d.save(fig, out_dir, "pruning")
     return Result([*paths, *report.save(results, rows, out_dir)], d.summary_notes())
@@ -113,8 +121,7 @@ def pruning_methods(runs: list[Run], opts: Options, out_dir: Path) -> Result:
     panels = (("keep", "Parameters removed (%)"), ("flops_kept_fraction", "FLOPs removed (%)"),
               ("speedup", "Measured inference speed-up (x)"))
     for (x_key, x_label), ax in zip(panels, axes[0], strict=True):
-        ax.axhspan(ref.mean() - ref.std(), ref.mean() + ref.std(), color="0.6", alpha=0.3, lw=0)
-        ax.axhline(ref.mean(), color="0.4", ls="--", lw=0.8)
+        reference(ax, ref)
         for j, method in enumerate(results.methods):
             raw = results.cells[x_key][..., j]
             if x_key == "speedup" and np.isnan(raw).all():
@@ -138,6 +145,6 @@ def pruning_methods(runs: list[Run], opts: Options, out_dir: Path) -> Result:
         axes[0, 2].axvline(1.0, color="0.4", ls=":", lw=0.8)
     handles = [Line2D([], [], color=palette[m], marker="o", ms=2, label=m)
                for m in results.methods]
-    handles += reference_handles()
+    handles += reference_handles(ref)
     legend_below(fig, handles, ncol=min(len(handles), 5))
     return Result(d.save(fig, out_dir, "pruning_methods"), d.summary_notes())

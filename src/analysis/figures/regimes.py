@@ -12,7 +12,7 @@ from matplotlib.lines import Line2D
 
 from src.analysis import labels
 from src.analysis.figures import Options, Result
-from src.analysis.grouping import colours, grouping, safe
+from src.analysis.grouping import colours, grouping, line_styles, safe
 from src.analysis.runs import Run
 from src.analysis.style import (
     MARKERS,
@@ -131,6 +131,7 @@ def displacement(rows: pd.DataFrame, title: str | None, out_dir: Path, stem: str
     ax = axes[0][0]
     batches = sorted(rows["B"].unique())
     palette = colours([f"B={b}" for b in batches])
+    dashes = line_styles([f"B={b}" for b in batches])
     cmap_handles = []
     for batch in batches:
         part = rows[(rows["B"] == batch)]
@@ -138,11 +139,13 @@ def displacement(rows: pd.DataFrame, title: str | None, out_dir: Path, stem: str
         cells = conv.groupby("T", as_index=False)["dnorm"].mean().sort_values("T")
         colour = palette[f"B={batch}"]
         if len(cells):
-            ax.plot(cells["T"], cells["dnorm"], marker="o", ms=2, color=colour)
+            ax.plot(cells["T"], cells["dnorm"], marker="o", ms=2, color=colour,
+                    ls=dashes[f"B={batch}"])
         late = part[part["state"] == "unconverged"].dropna(subset=["dnorm"])
         if len(late):
             ax.plot(late["T"], late["dnorm"], ls="none", color=colour, **MARKERS["unconverged"])
-        cmap_handles.append(Line2D([], [], color=colour, marker="o", ms=2, label=f"B={batch}"))
+        cmap_handles.append(Line2D([], [], color=colour, marker="o", ms=2, label=f"B={batch}",
+                                   ls=dashes[f"B={batch}"]))
         d.add_series(f"B={batch}", list(conv["run"]), T=cells["T"], dnorm=cells["dnorm"])
         for _, r in late.iterrows():
             d.mark("unconverged", f"B={batch}", r["run"], T=r["T"], dnorm=r["dnorm"])

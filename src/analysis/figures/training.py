@@ -9,7 +9,7 @@ import numpy as np
 
 from src.analysis import labels
 from src.analysis.figures import Options, Result
-from src.analysis.grouping import colours, grouping
+from src.analysis.grouping import colours, grouping, line_styles
 from src.analysis.runs import Run, aggregate, history_frame
 from src.analysis.style import (
     MARKERS,
@@ -24,6 +24,7 @@ from src.analysis.style import (
 from src.core.errors import ConfigError
 
 ENDED_EARLY = ("pruned", "diverged", "failed", "interrupted")
+POINTS = {"-": "o", "--": "s", ":": "^", "-.": "D"}  # a one-point series' marker, by line style
 X_LABEL = {"epoch": "Epoch", "step": "Optimizer step"}
 
 
@@ -38,19 +39,20 @@ def no_history_reason(run: Run, metric: str) -> str:
 
 
 def band(ax, metric: str, x: np.ndarray, mean: np.ndarray, std: np.ndarray, colour: str,
-         label: str, marker: str | None = None) -> dict[str, np.ndarray]:
+         label: str, marker: str | None = None, ls: str = "-") -> dict[str, np.ndarray]:
     """A line with its +-std band, the band clipped to the metric's range (accuracy in
     [0, 100] %); returns what was drawn. A series of one point (a one-epoch run) is a marker
     with an error bar: a line of one point would be invisible."""
     low, high = labels.clip(metric, mean - std, mean + std)
     if len(x) == 1:
-        ax.errorbar(x, mean, yerr=[mean - low, high - mean], color=colour, label=label,
-                    marker=marker or "o", ms=3, ls="none", capsize=2, elinewidth=0.8)
+        marker = marker or POINTS[ls]  # a second setting of this colour: another shape
+        ax.plot(x, mean, color=colour, label=label, marker=marker, ms=3, ls="none")
+        if high[0] > low[0]:
+            ax.vlines(x, low, high, color=colour, lw=0.8)  # its spread over seeds
     else:
-        ax.plot(x, mean, color=colour, label=label, marker=marker, ms=3)
+        ax.plot(x, mean, color=colour, label=label, marker=marker, ms=3, ls=ls)
         ax.fill_between(x, low, high, color=colour, alpha=0.2, lw=0)
-    return {"x": x, "mean": mean, "std": std, "low": low, "high": high,
-            "marker": marker or ("o" if len(x) == 1 else None)}
+    return {"x": x, "mean": mean, "std": std, "low": low, "high": high, "marker": marker}
 
 
 def curves(runs: list[Run], opts: Options, out_dir: Path) -> Result:
@@ -70,6 +72,7 @@ def curves(runs: list[Run], opts: Options, out_dir: Path) -> Result:
                           f"such as val_acc, train_loss or ema_<decay>/val_acc")
     groups = grouping(have, opts.group_by)
     palette = colours([name for name, _ in groups.items()])
+    dashes = line_styles([name for name, _ in groups.items()])
     fig, axes = figure()
     ax = axes[0][0]
     counts: dict[tuple[str, str], int] = {}
@@ -80,7 +83,7 @@ def curves(runs: list[Run], opts: Options, out_dir: Path) -> Result:
         xs = stats["_x"].to_numpy()
         mean = labels.shown(metric, stats[f"{metric}_mean"].to_numpy())
         std = labels.shown(metric, stats[f"{metric}_std"].fillna(0.0).to_numpy())
-        drawn = band(ax, metric, xs, mean, std, palette[name], name)
+        drawn = band(ax, metric, xs, mean, std, palette[name], name, ls=dashes[name])
         d.add_series(name, members, **drawn, n=stats[f"{metric}_count"].to_numpy())
         for run in members:
             if run.status in ENDED_EARLY:
@@ -126,12 +129,14 @@ def lr_stability(runs: list[Run], opts: Options, out_dir: Path) -> Result:
                           f"such as val_acc, test_acc or ema_<decay>/test_loss")
     groups = grouping(have, opts.group_by, axes=[lr])
     palette = colours([name for name, _ in groups.items()])
+    dashes = line_styles([name for name, _ in groups.items()])
     fig, axes = figure()
     ax = axes[0][0]
     edge = ax.get_xaxis_transform()  # x in data, y in axes: 0 is the bottom, 1 the top
     worst = 0.0 if labels.higher_is_better(metric) else 1.0
     statuses = ("pruned", "diverged", "failed", "interrupted", "unfinished")
     counts: dict[tuple[str, str], int] = {}
+    unlined: dict[str, str] = {}
     for name, members in groups.items():
         by_lr: dict[float, list[float]] = {}
         for run in members:
@@ -150,19 +155,18 @@ def lr_stability(runs: list[Run], opts: Options, out_dir: Path) -> Result:
             mean = np.array([np.mean(by_lr[v]) for v in xs])
             std = np.array([np.std(by_lr[v], ddof=1) if len(by_lr[v]) > 1 else 0.0
                             for v in xs])
-            drawn = band(ax, metric, xs, mean, std, palette[name], name, marker="o")
+            drawn = band(ax, metric, xs, mean, std, palette[name], name, marker="o",
+                         ls=dashes[name])
             d.add_series(name, [r for r in members if r.config[lr] in by_lr], **drawn,
                          n=[len(by_lr[v]) for v in xs])
-        else:  # named in the legend by its marks: it has no line of its own
-            ax.plot([], [], ls="none", color=palette[name], label=f"{name}: no final value",
-                    **MARKERS[status])
+        else:  # no line of its own: named in its marks' legend entry
+            unlined[palette[name]] = name
     ax.set_xscale("log")
     readable_log_axis(ax, "x")
     ax.set_xlabel("Learning rate")
     ax.set_ylabel(f"Final {labels.metric_label(metric, capital=False)}")
-    names = [name for name, _ in groups.items()]
-    handles = [*in_order(ax, [*names, *(f"{n}: no final value" for n in names)]),
-               *status_handles(counts)]
+    handles = [*in_order(ax, [name for name, _ in groups.items()]),
+               *status_handles(counts, unlined)]
     legend_below(fig, handles, ncol=2)
     if any(counts.values()):
         d.notes.append(f"runs without a final value are marked at the "

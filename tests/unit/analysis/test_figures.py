@@ -17,7 +17,11 @@ from src.cli.entry import quote_paths, run_name
 from src.core.errors import ConfigError
 from tests.helpers.docs import pages
 from tests.helpers.fake_runs import fake_run, mixed_folder, sgd
-from tests.helpers.figures import legend_disagreements, legend_outgrows_axes
+from tests.helpers.figures import (
+    legend_ambiguities,
+    legend_disagreements,
+    legend_outgrows_axes,
+)
 
 # -- grouping ---------------------------------------------------------------------------------
 
@@ -131,6 +135,7 @@ def test_a_legend_of_many_long_labels_goes_beside_the_axes_never_taller(tmp_path
     assert len(data["legend"]["entries"]) == 12
     assert data["width_in"] == 7.0 and not legend_outgrows_axes(data)
     assert not legend_disagreements(data)
+    assert not legend_ambiguities(data)  # twelve settings, ten colours: the last two dashed
 
 
 # -- labels and marks -------------------------------------------------------------------------
@@ -212,3 +217,16 @@ def test_the_docs_show_plots_commands():
     commands = [line for page in pages() for line in page.read_text().splitlines()
                 if line.startswith(".venv/bin/python plots.py")]
     assert len(commands) >= 8
+
+
+def test_a_text_past_the_figures_edge_is_reported():
+    from src.analysis.style import cut_texts, figure
+
+    fig, axes = figure()
+    axes[0][0].set_title("debug=fast, epochs=3, num_bits=2, optimizer=compressed_sgd_vote, "
+                         "trainer.log_every=1, workers=2", loc="left")
+    fig.canvas.draw()
+    assert cut_texts(fig) == [axes[0][0].get_title(loc="left")]
+    axes[0][0].set_title("epochs=3", loc="left")
+    fig.canvas.draw()
+    assert cut_texts(fig) == []
