@@ -121,7 +121,7 @@ def test_ema_figure_and_table(sweeps, tmp_path):
     assert row["test_acc_mean"] == pytest.approx(np.mean(cosine))
     assert row["test_acc_std"] == pytest.approx(np.std(cosine, ddof=1))
     md = (tmp_path / "ema_test_acc.md").read_text()
-    assert "| schedule | no EMA | EMA 0.9 | EMA 0.99 |" in md and " ± " in md
+    assert "| scheduler | no EMA | EMA 0.9 | EMA 0.99 |" in md and " ± " in md
 
 
 def test_lr_stability_marks_diverged_runs(sweeps, tmp_path):
