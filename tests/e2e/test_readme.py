@@ -40,6 +40,7 @@ FAST = [
     (r"", ["debug=fast"]),
     (r"tune\.py", ["hydra.sweeper.n_trials=2"]),
     (r"experiment=ema_resnet20_cifar10", ["model=mlp", "seed=1111"]),
+    (r"experiment=ema_resnet20_cifar10_lr", ["optimizer.lr=0.1"]),  # its six learning rates
     (r"experiment=prune_resnet20_cifar10", ["pruning.keep_ratios.count=2"]),
     # an MLP where the command names no conv-only method (filter_l1)
     (r"experiment=prune_resnet20_cifar10 (debug|pruning=snip|pruning=pfp)", ["model=mlp"]),
@@ -54,6 +55,7 @@ REPLACE = [
     (r"hydra\.sweeper\.n_trials=\d+", "hydra.sweeper.n_trials=2"),
     (r"(prune_resnet20_cifar10) seed=0,1,2", r"\1 seed=0,1"),
     (r"optimizer\.lr=0\.5,0\.2,0\.1,0\.05,0\.02,0\.01", "optimizer.lr=0.1"),  # Table 2
+    (r"task\.dt=0\.125,0\.25,0\.5,1", "task.dt=0.125,0.25"),
     (r"submitit_slurm", "submitit_local"),
     (r"hydra\.launcher\.(partition|gpus_per_node|max_num_timeout|signal_delay_s)=\S+", ""),
     (r"--nproc_per_node=4 --rdzv", "--nproc_per_node=1 --rdzv"),
