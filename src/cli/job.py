@@ -103,7 +103,8 @@ def train_task(cfg: DictConfig) -> float | JobResult:
         remove_if_empty(run_dir)
     if not in_sweep:
         return objective
-    return JobResult(run_status(run_dir), objective, str(run_dir), job=job)
+    status, objective_name = run_status(run_dir)
+    return JobResult(status, objective, str(run_dir), job=job, objective_name=objective_name)
 
 
 def refuse(status: str, e: Exception, run_dir: Path, in_sweep: bool,
@@ -118,6 +119,8 @@ def refuse(status: str, e: Exception, run_dir: Path, in_sweep: bool,
     return JobResult(status, None, str(run_dir), one_line(e), job)
 
 
-def run_status(run_dir: Path) -> str:
+def run_status(run_dir: Path) -> tuple[str, str | None]:
+    """(status, the name of the objective it returned) from the run's summary.json."""
     path = run_dir / SUMMARY
-    return read_json(path).get("status", "completed") if path.exists() else "completed"
+    done = read_json(path) if path.exists() else {}
+    return done.get("status", "completed"), done.get("objective_name")

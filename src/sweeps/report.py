@@ -33,6 +33,7 @@ class JobResult:
     error: str | None = None
     job: str | None = None  # the SLURM job that ran it
     ended_as: str | None = None  # the scheduler's state of a job that ended without a result
+    objective_name: str | None = None  # what `objective` is, where the run says (summary.json)
 
     def __float__(self) -> float:
         return math.nan if self.objective is None else float(self.objective)
@@ -92,8 +93,23 @@ class SweepReport:
 
     def __init__(self, objective: str = "objective", maximise: bool | None = None) -> None:
         self.results: list[JobResult] = []
-        self.objective = objective
-        self.maximise = objective.endswith("acc") if maximise is None else maximise
+        self.objective, self.direction = objective, maximise
+
+    @property
+    def named(self) -> str | None:
+        """What the jobs' objectives are: the name their runs give (a pruning experiment's
+        prune_potential@0.5), else the sweep's objective; None when the runs give several."""
+        names = {r.objective_name for r in self.results if r.objective_name}
+        if len(names) > 1:
+            return None
+        return names.pop() if names else self.objective
+
+    @property
+    def maximise(self) -> bool:
+        name = self.named or ""
+        if self.direction is not None and name == self.objective:
+            return self.direction
+        return name.endswith("acc") or name.startswith("prune_potential")
 
     def add(self, returns: Iterable[JobReturn]) -> list[JobResult]:
         new = [outcome(r) for r in returns]
@@ -104,9 +120,11 @@ class SweepReport:
         return sum(r.status == status for r in self.results)
 
     def best(self) -> JobResult | None:
+        """The best completed job (None: none completed, or their objectives are of several
+        kinds, which no one ordering compares)."""
         done = [r for r in self.results if r.status == "completed" and r.objective is not None
                 and math.isfinite(r.objective)]
-        if not done:
+        if not done or self.named is None:
             return None
         return (max if self.maximise else min)(done, key=lambda r: r.objective)
 
@@ -122,8 +140,9 @@ class SweepReport:
             keep = {id(r) for r in done[:SHOWN // 2]} | {id(r) for r in rows
                                                         if r.status != "completed"}
             rows = [r for r in rows if id(r) in keep]
-        width = max(9, len(self.objective))
-        out.append(f"  {'status':<9} {self.objective:>{width}}  run directory")
+        name = self.named or "objective"
+        width = max(9, len(name))
+        out.append(f"  {'status':<9} {name:>{width}}  run directory")
         for r in rows:
             value = "-" if r.objective is None or r.status != "completed" else f"{r.objective:.4g}"
             job = f" (SLURM job {r.job})" if r.job else ""
@@ -134,7 +153,7 @@ class SweepReport:
                        f"plots.py runs=<the sweep's folder>)")
         best = self.best()
         if best is not None:
-            out.append(f"best: {self.objective} = {best.objective:.6g} in "
+            out.append(f"best: {self.named} = {best.objective:.6g} in "
                        f"{shown_path(best.run_dir)}")
         return out
 

@@ -49,3 +49,14 @@ def test_a_slurm_sweep_lists_every_job_with_its_id():
     assert report.lines()[2:4] == [
         "  completed       0.9  runs/a (SLURM job 12_0)",
         "  failed            -  runs/b (SLURM job 12_1): SLURM job 12_1 ended CANCELLED"]
+
+
+def test_the_table_names_what_the_runs_return():
+    # a pruning sweep's jobs return the prune potential, whatever objective= says
+    report = SweepReport("val_acc")
+    report.add([returned(JobResult("completed", v, f"runs/{v}",
+                                   objective_name="prune_potential@0.5")) for v in (0.9, 0.95)])
+    assert "prune_potential@0.5" in report.lines()[1]
+    assert report.lines()[-1] == "best: prune_potential@0.5 = 0.95 in runs/0.95"
+    report.add([returned(JobResult("completed", 0.99, "runs/c", objective_name="val_acc"))])
+    assert report.best() is None and "objective" in report.lines()[1]  # no one ordering
