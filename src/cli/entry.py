@@ -203,6 +203,7 @@ def check_command(args: Sequence[str], conf_dir: Path, config_name: str) -> Dict
             check_types([*(o for o in overrides if o.split("=", 1)[0] not in swept), *sweeps],
                         overrides, conf_dir, config_name)
             if multirun:
+                check_sweep_base(overrides, swept, conf_dir, config_name)
                 check_launcher(cfg)
             outputs.writable_output(cfg, multirun)
     except MissingConfigException as e:
@@ -212,6 +213,30 @@ def check_command(args: Sequence[str], conf_dir: Path, config_name: str) -> Dict
     except OverrideParseException as e:
         fail(str(e).splitlines()[0])
     return cfg
+
+
+def check_sweep_base(overrides: Sequence[str], swept: set[str], conf_dir: Path,
+                     config_name: str) -> None:
+    """Hydra composes a sweep's own config with the groups' defaults before it picks each
+    job's options: a setting that only a swept option has (model.name with
+    model=timm,torchvision) is told to be written ++model.name=..."""
+    from hydra import compose
+    from hydra.errors import ConfigCompositionException
+
+    groups = {k for k in swept if is_group(k, conf_dir)}
+    if not groups:
+        return
+    try:
+        compose(config_name, overrides=[o for o in overrides if o.split("=", 1)[0] not in groups],
+                return_hydra_config=True)
+    except ConfigCompositionException as e:
+        match = re.search(r"Could not override '([^']+)'", str(e))
+        group = match.group(1).split(".")[0] if match else ""
+        if match is None or group not in groups:
+            raise
+        arg = next(o for o in overrides if o.split("=", 1)[0] == match.group(1))
+        fail(f"{arg}: Hydra composes a sweep over {group}= with the default {group} first, "
+             f"which has no {match.group(1)}: write ++{arg}")
 
 
 def check_launcher(cfg: DictConfig) -> None:

@@ -6,7 +6,7 @@ import functools
 from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig
 
 from src.core.errors import ConfigError, UserError
@@ -41,3 +41,15 @@ def rejected(node: DictConfig, e: ValueError) -> str:
     where = f"{key} ({node.get('_target_')})" if key else str(node.get("_target_"))
     return (f"{where} rejects its settings: {str(e).splitlines()[0]}: change that value "
             f"(python train.py --cfg job prints every setting)")
+
+
+def check_settings(node: DictConfig) -> None:
+    """The one-line ConfigError that building `node` would raise for its settings, raised
+    before a run writes anything; factories declare how to tell (`check_settings`, e.g.
+    src/models/named.py: a timm name that timm does not know)."""
+    target = node.get("_target_")
+    if target is None:
+        return
+    check = getattr(get_method(str(target)), "check_settings", None)
+    if check is not None:
+        check(**{k: v for k, v in node.items() if not str(k).startswith("_")})

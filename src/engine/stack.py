@@ -62,6 +62,21 @@ def dropout_sites(model: nn.Module, sample: Tensor) -> list[tuple[str, float, tu
     return calls
 
 
+def unstackable(model: nn.Module, sample: Tensor) -> str | None:
+    """Why `model` cannot train in a stack (an op that torch.func.vmap lacks, a random op
+    outside nn.Dropout, a data-dependent branch), in one line; None if two slots of it run a
+    forward and backward pass on `sample` (a batch)."""
+    try:
+        stack = Stack(model, 2, sample)
+        out = stack.forward(sample.unsqueeze(0).expand(2, *sample.shape),
+                            stack.masks(sample.shape[0], [None, None]))
+        out.float().sum().backward()
+    except Exception as e:  # any failure of the trial pass: the reason is what the user reads
+        text = " ".join(str(e).split())
+        return f"{type(e).__name__}: {text[:200]}"
+    return None
+
+
 class Stack:
     """`slots` copies of `template`'s architecture (see the module docstring).
 

@@ -106,7 +106,12 @@ class StackedLauncher(Launcher):
         log.info("stacked: %d job(s): %d in %d stack(s), %d alone", len(configs),
                  sum(len(m) for m in stacks), len(stacks), len(alone))
         for members in stacks:
-            done = self.run_stack([configs[n] for n in members], [tasks[n] for n in members])
+            try:
+                done = self.run_stack([configs[n] for n in members],
+                                      [tasks[n] for n in members])
+            except NotStackable as e:  # found once built (a network that vmap cannot run)
+                alone.extend((n, str(e)) for n in members)
+                continue
             for n, result in zip(members, done, strict=True):
                 returns[n] = result
         for n, reason in sorted(alone):

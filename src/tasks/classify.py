@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from src.averaging.ema import EMA, ema_name
 from src.compression.exchange import build_exchange, ddp_hook
-from src.core.build import build
+from src.core.build import build, check_settings
 from src.core.errors import ConfigError
 from src.core.files import kept_checkpoint
 from src.core.keys import RAW, SPLITS, metric_prefix, split_metrics
@@ -95,6 +95,7 @@ def check_config(cfg: DictConfig) -> None:
                           f"{', '.join(n for n in names if n.endswith('val_acc'))} (or another "
                           f"<model/>[best/]<train|val|test>_<loss|acc>)")
     check_present(cfg.dataset)
+    check_settings(cfg.model)
 
 
 

@@ -33,7 +33,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.optim.lr_scheduler import LambdaLR
 
-from src.core.build import build
+from src.core.build import build, check_settings
 from src.core.errors import ConfigError, one_line
 from src.core.files import (
     CHECKPOINT,
@@ -134,6 +134,7 @@ def check_config(cfg: DictConfig) -> None:
     its cells check their own configs as they start."""
     check_pruning(cfg)
     check_present(cfg.dataset)
+    check_settings(cfg.model)
 
 
 def reference_config(cfg: DictConfig) -> DictConfig:

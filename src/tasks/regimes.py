@@ -34,7 +34,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from src.core.build import build
+from src.core.build import build, check_settings
 from src.core.compile import compile_fn
 from src.core.errors import ConfigError
 from src.data.bundle import check_present
@@ -93,6 +93,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"dataset={cfg.dataset.name} is not a binary dataset of task=regimes: "
                           f"use dataset=teacher_student, mnist_parity or cifar_animal")
     check_present(cfg.dataset)
+    check_settings(cfg.model)
 
 
 def loss_ladder(start: float, points: int, floor: float) -> np.ndarray:

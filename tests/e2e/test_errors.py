@@ -104,6 +104,12 @@ CASES = [
     ("train", ["pruning=magnitude", "pruning.from_run={root}/nothing"], "not a trained run"),
     # train.py: settings a component rejects
     ("train", ["optimizer.lr=-1"], "Invalid learning rate: -1"),
+    ("train", ["model=timm", "model.name=resnet10"], "did you mean resnet10t"),
+    ("train", ["model=torchvision", "model.name=resnet19"], "did you mean resnet18"),
+    ("train", ["-m", "model=timm,torchvision", "model.name=resnet18"],
+     "write ++model.name=resnet18"),
+    ("train", ["model=torchvision", "model.pretrained=true", "model.name=alexnet"],
+     "a run never downloads"),
     ("train", ["averaging.decays=[1.5]"], "must lie in [0, 1)"),
     ("train", ["averaging.decays=[0.9,0.9]"], "repeats a decay"),
     ("train", ["compression=minmax"], "rejects its settings"),

@@ -119,3 +119,31 @@ def test_tune_stacks_each_batch_of_trials(tmp_path):
     trials = study_trials(db)
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4
     assert len({t.user_attrs["run_dir"] for t in trials}) == 4
+
+
+@pytest.mark.slow
+def test_networks_by_name_stack_and_one_that_cannot_runs_alone_and_says_why(tmp_path):
+    """A timm and a torchvision network, 2 seeds each, as two stacks; timm's stochastic depth
+    (a torch.rand inside the forward pass) cannot stack: its jobs run alone, one line each."""
+    sweep = tmp_path / "sweep"
+    common = [*STACKED, "debug=fast", "dataset=fake", "seed=0,1", "logger=none"]
+    proc = run_script("train.py", ["-m", *common, "model=timm,torchvision",
+                                   "++model.name=resnet18", f"hydra.sweep.dir={sweep}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "stacked: 4 job(s): 4 in 2 stack(s), 0 alone" in out
+    assert "runs alone" not in out
+    runs = run_dirs(sweep)
+    assert len(runs) == 4 and all(summary(r)["status"] == "completed" for r in runs)
+    assert all((r / "stack.json").exists() for r in runs)
+    drop = tmp_path / "drop_path"
+    proc = run_script("train.py", ["-m", *common, "model=timm", "model.name=resnet10t",
+                                   "+model.kwargs.drop_path_rate=0.1",
+                                   f"hydra.sweep.dir={drop}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert out.count("runs alone: model.name=resnet10t cannot run in a stack (RuntimeError: "
+                     "vmap: called random operation") == 2
+    runs = run_dirs(drop)
+    assert len(runs) == 2 and not any((r / "stack.json").exists() for r in runs)
+    assert all(summary(r)["status"] == "completed" for r in runs)

@@ -23,6 +23,7 @@ from src.core.errors import ConfigError
 from src.core.keys import flatten, neutral
 from src.data.bundle import build_data
 from src.engine.distributed import Dist, resolve_device
+from src.engine.stack import unstackable
 from src.optim.stacked import STACKED, NotStackable
 from src.tasks import classify, regimes
 from src.tasks.stacked.classify import ClassifyStack
@@ -170,6 +171,12 @@ def run_group(jobs: list[StackJob], slots: int | str, lock_wait_s: float = 0.0,
                         first.trainer.eval_batch_size, device)
     scratch = Path(os.devnull)
     template = classify.Classify(first, scratch, Dist(), device, bundle)
+    sample = torch.zeros(min(2, bundle.train.batch_size), *bundle.input_shape, device=device)
+    why = unstackable(template.parts.model, sample)
+    if why is not None:
+        name = (f"model.name={first.model.name}" if "name" in first.model
+                else str(first.model._target_))
+        raise NotStackable(f"{name} cannot run in a stack ({why})")
     decays = len(first.averaging.decays or [])
     per_slot = slot_bytes(template.parts.model, 3 + decays,
                           bundle.train.batch_size * int(torch.Size(bundle.input_shape).numel()))

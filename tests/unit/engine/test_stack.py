@@ -9,11 +9,24 @@ from torch import nn
 
 from src.engine.stack import Stack
 from src.models.mnist_cnn import mnist_cnn
+from src.models.named import timm_model, torchvision_model
 from src.models.resnet_cifar import resnet20
 
 # float32: a batched kernel (grouped convolution, batched matrix product) may add in another
 # order than the network's own kernel: ~1e-7 relative on outputs, more on summed gradients
 RTOL, ATOL = 1e-4, 1e-5
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+# A gradient sums over the batch: in another order, a handful of its elements differ by more
+# than RTOL elementwise (resnet20 under ATEN_CPU_CAPABILITY=default: 1 of 270 thousand by 2e-3;
+# resnet10t: 7 of 4.9 million),
+# while the whole tensor agrees to ~1.5e-6 in norm (measured, resnet10t and resnet18 on
+# 16x16 inputs); 1e-5 in norm still catches a slot that read another slot's weights or batch.
+RTOL_NORM = 1e-5
 
 
 def networks(make, slots: int) -> list[nn.Module]:
@@ -45,9 +58,35 @@ def test_outputs_gradients_and_running_statistics_are_each_slots_own(name, make,
         alone.sum().backward()
         torch.testing.assert_close(out[k], alone, rtol=RTOL, atol=ATOL)
         grad = torch.cat([p.grad.reshape(-1) for p in net.parameters()])
-        torch.testing.assert_close(stack.grad[k], grad, rtol=RTOL, atol=ATOL)
+        assert relative(stack.grad[k], grad) < RTOL_NORM  # summed in another order (below)
         for buffer_name, b in net.named_buffers():  # running statistics moved per slot
             torch.testing.assert_close(stack.buffers[buffer_name][k], b, rtol=RTOL, atol=ATOL)
+
+
+
+@pytest.mark.parametrize("make", [lambda: timm_model((3, 16, 16), 10, "resnet10t"),
+                                  lambda: torchvision_model((3, 16, 16), 10, "resnet18")],
+                         ids=["timm resnet10t", "torchvision resnet18"])
+def test_a_network_by_name_in_a_stack_computes_what_it_computes_alone(make):
+    slots, batch = 2, 8
+    nets = networks(make, slots)
+    torch.manual_seed(9)
+    x = torch.randn(slots, batch, 3, 16, 16)
+    stack = Stack(nets[0], slots, x[0])
+    for k, net in enumerate(nets):
+        stack.load(k, net)
+    out = stack.forward(x)
+    out.sum().backward()
+    for k, net in enumerate(nets):
+        net.train()
+        alone = net(x[k])
+        alone.sum().backward()
+        assert relative(out[k], alone) < RTOL_NORM
+        grad = torch.cat([p.grad.reshape(-1) for p in net.parameters()])
+        assert relative(stack.grad[k], grad) < RTOL_NORM
+        for buffer_name, b in net.named_buffers():
+            if b.is_floating_point():
+                assert relative(stack.buffers[buffer_name][k], b) < RTOL_NORM, buffer_name
 
 
 def test_dropout_is_drawn_per_slot_as_f_dropout_draws_it():
