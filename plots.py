@@ -24,9 +24,10 @@ def main(cfg: DictConfig) -> None:
     from src.analysis.figures import DEFAULT_METRIC, KINDS, Options, draw
     from src.analysis.runs import find_runs
 
-    if cfg.figure not in KINDS:
+    if cfg.figure not in KINDS and "." not in cfg.figure:
         raise ConfigError(f"figure={cfg.figure} is not a figure kind: use one of "
-                          f"{', '.join(KINDS)}")
+                          f"{', '.join(KINDS)}, or the dotted path of your own "
+                          f"(docs/extending.md)")
     if cfg.x not in ("epoch", "step"):
         raise ConfigError(f"x={cfg.x} is not an axis: use epoch or step")
     patterns = list(cfg.runs) if isinstance(cfg.runs, ListConfig) else [str(cfg.runs)]

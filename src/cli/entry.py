@@ -399,7 +399,7 @@ def closest(key: str, value: str | None, keys: list[str],
 
 
 def run_entry_point(main: Callable[[], Any], conf_dir: Path, config_name: str,
-                    help_text: Callable[[], str] | None = None) -> None:
+                    help_text: Callable[[Sequence[Path]], str] | None = None) -> None:
     """What every script does: take path values as typed, answer --help, check the command
     line, run Hydra, and end with one line on Ctrl-C or the sweep's exit status."""
     from src.sweeps.report import exit_status
@@ -409,7 +409,7 @@ def run_entry_point(main: Callable[[], Any], conf_dir: Path, config_name: str,
     sys.argv[1:] = quote_paths(sys.argv[1:])
     args = sys.argv[1:]
     if help_text is not None and any(a in ("--help", "-h") for a in args):
-        print(help_text())
+        print(help_text([Path(d) for d in _option_values(args, ("--config-dir", "-cd"))]))
         sys.exit(0)
     check_names(args)
     check_overrides(args, conf_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 from src.core.files import CONF, GROUPS
@@ -29,22 +30,23 @@ def key_lines(config: Path) -> list[str]:
     return out
 
 
-def group_lines() -> list[str]:
+def group_lines(extra: Sequence[Path] = ()) -> list[str]:
+    """Each group's options, those of the config folders `extra` (--config-dir) beside ours."""
     out = []
     for group in GROUPS:
-        options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+        options = sorted({p.stem for d in (CONF, *extra) for p in (Path(d) / group).glob("*.yaml")})
         out.append(textwrap.fill(f"{group:<12} {', '.join(options)}", width=98,
                                  initial_indent="  ", subsequent_indent=" " * 15))
     return out
 
 
-def train_help() -> str:
+def train_help(extra: Sequence[Path] = ()) -> str:
     return "\n".join([
         "train.py: train one model (or, with -m, a sweep); writes history.jsonl, summary.json,",
         "TensorBoard events and checkpoints into outputs/runs/<overrides>. Running the same",
         "command again resumes the run (a finished one is reused).",
         "",
-        "Config groups (group=option; conf/<group>/<option>.yaml):", *group_lines(),
+        "Config groups (group=option; conf/<group>/<option>.yaml):", *group_lines(extra),
         "",
         "Main keys (key=value; dotted keys reach into a group, e.g. optimizer.lr=0.1):",
         *key_lines(CONF / "train.yaml"),
@@ -61,7 +63,7 @@ def train_help() -> str:
     ])
 
 
-def tune_help() -> str:
+def tune_help(extra: Sequence[Path] = ()) -> str:
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -106,7 +108,7 @@ def tune_help() -> str:
     ])
 
 
-def plots_help() -> str:
+def plots_help(extra: Sequence[Path] = ()) -> str:
     from src.analysis.figures import KINDS
 
     return "\n".join([
@@ -126,7 +128,7 @@ def plots_help() -> str:
     ])
 
 
-def eval_help() -> str:
+def eval_help(extra: Sequence[Path] = ()) -> str:
     return "\n".join([
         "eval.py: evaluate a run's checkpoint (the raw model and every averaged one, final and",
         "best states) without augmentation; prints a table and writes <run dir>/eval.json",

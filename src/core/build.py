@@ -50,6 +50,13 @@ def check_settings(node: DictConfig) -> None:
     target = node.get("_target_")
     if target is None:
         return
-    check = getattr(get_method(str(target)), "check_settings", None)
+    try:
+        built = get_method(str(target))
+    except Exception as e:  # Hydra's ImportError, or the module's own error as it loads
+        where = node._key() if hasattr(node, "_key") else "_target_"
+        reason = " ".join(str(e).split())[:160]
+        raise ConfigError(f"{where}: cannot import {target} ({reason}): put its package on "
+                          f"PYTHONPATH (docs/extending.md)") from None
+    check = getattr(built, "check_settings", None)
     if check is not None:
         check(**{k: v for k, v in node.items() if not str(k).startswith("_")})

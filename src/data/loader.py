@@ -1,17 +1,24 @@
-"""Device-resident batching with batched on-device augmentation.
+"""Batching with batched on-device augmentation, from data on the device or streamed to it.
 
-The whole split lives on the training device; batches are drawn by index, augmented as one
-batched op (no PIL, no per-sample Python loop) and normalised to float32.
+A resident split lives whole on the training device; batches are drawn by index, augmented as
+one batched op (no PIL, no per-sample Python loop) and normalised to float32. A streamed split
+stays in a uint8 .npy file (image_folder's cache): DataLoader workers gather each batch's rows
+from it into pinned memory, ahead of the step, and the same on-device augmentation follows. The
+order of samples and every random draw come from the run's generator on the training device,
+never from the loader's workers, so a streamed split gives the batches a resident one gives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 
 class DeviceData:
@@ -20,6 +27,9 @@ class DeviceData:
     x: (N, C, H, W) uint8 or float32 in raw units; y: (N,) int64. mean/std are per-channel in
     the units of x. Augmentation (random crop with zero padding, horizontal flip) is meant for
     training data only; eval data uses shuffle=False, drop_last=False and no augmentation.
+    device: where batches are delivered (default: x's device). stream: the .npy file whose
+    first N rows x maps, read by `stream_workers` DataLoader workers (a streamed split); x then
+    stays on the CPU.
     """
 
     def __init__(
@@ -33,14 +43,19 @@ class DeviceData:
         drop_last: bool,
         crop_padding: int = 0,
         flip: bool = False,
+        device: torch.device | None = None,
+        stream: Path | None = None,
+        stream_workers: int = 2,
     ) -> None:
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.x, self.y = x, y
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        self.device = torch.device(device) if device is not None else x.device
+        self.x, self.y = x, y.to(self.device)
+        self.stream, self.stream_workers = stream, stream_workers
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
@@ -62,40 +77,52 @@ class DeviceData:
     def batches(self, generator: torch.Generator | None) -> Iterator[tuple[Tensor, Tensor]]:
         """Yield one epoch of normalised batches: x float32 (B, C, H, W), y int64 (B,).
 
-        `generator` (on x.device) drives the shuffle order and the augmentation; the same
+        `generator` (on the device) drives the shuffle order and the augmentation; the same
         generator state gives the same batches. It may be None when nothing is random.
         """
-        for draw in self.draws(generator):
-            yield self.assemble([draw])
+        if self.stream is None or self.stream_workers == 0:
+            for draw in self.draws(generator):
+                yield self.assemble([draw])
+            return
+        order = self._order(generator)
+        loader = DataLoader(_Rows(self.stream, order.cpu(), self.batch_size, len(self)),
+                            batch_size=None, num_workers=self.stream_workers,
+                            pin_memory=self.device.type == "cuda", prefetch_factor=4)
+        for draw, rows in zip(self._draws_from(order, generator), loader, strict=True):
+            yield self.assemble([draw], rows=rows.to(self.device, non_blocking=True))
+
+    def _order(self, generator: torch.Generator | None) -> Tensor:
+        if self.shuffle:
+            return torch.randperm(self.num_samples, generator=generator, device=self.device)
+        return torch.arange(self.num_samples, device=self.device)
 
     def draws(self, generator: torch.Generator | None) -> Iterator[Draw]:
         """One epoch of batches as their random draws (what `batches` builds them from): the
         order once, then per batch the crop offsets and the flips, in that order."""
-        n = self.num_samples
-        if self.shuffle:
-            order = torch.randperm(n, generator=generator, device=self.x.device)
-        else:
-            order = torch.arange(n, device=self.x.device)
+        return self._draws_from(self._order(generator), generator)
+
+    def _draws_from(self, order: Tensor, generator: torch.Generator | None) -> Iterator[Draw]:
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            b, dev = len(idx), self.x.device
+            b, dev = len(idx), self.device
             offsets = (torch.randint(0, 2 * self.crop_padding + 1, (b, 2), generator=generator,
                                      device=dev) if self.crop_padding > 0 else None)
             flips = (torch.rand(b, generator=generator, device=dev) < 0.5 if self.flip
                      else None)
             yield Draw(idx, offsets, flips)
 
-    def assemble(self, draws: Sequence[Draw],
-                 out: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    def assemble(self, draws: Sequence[Draw], out: tuple[Tensor, Tensor] | None = None,
+                 rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The batches of `draws` concatenated: one gather, crop, flip and normalisation for
         all of them (several runs' batches at once: stacked runs). Per sample, the same
         numbers as each batch built alone.
 
         out: (x, y) to write into (stacked runs' step buffers). Without cropping, they are
         gathered from a normalised copy of the split, made once: normalising commutes with
-        gathering and flipping, and a step then allocates nothing."""
+        gathering and flipping, and a step then allocates nothing.
+        rows: the raw samples of `draws` already gathered (a streamed split's loader)."""
         idx = draws[0].idx if len(draws) == 1 else torch.cat([d.idx for d in draws])
-        if out is not None and self.crop_padding == 0:
+        if out is not None and self.crop_padding == 0 and self.stream is None:
             if self._normalised is None:
                 self._normalised = (self.x.float() - self.mean) / self.std
             x, y = out
@@ -104,7 +131,7 @@ class DeviceData:
                 flips = torch.cat([d.flips for d in draws]).view(-1, 1, 1, 1)
                 x.copy_(torch.where(flips, x.flip(3), x))
             return x, torch.index_select(self.y, 0, idx, out=y)
-        xb = self.x[idx]
+        xb = rows if rows is not None else self._gather(idx)
         if self.crop_padding > 0:
             xb = self._crop(xb, torch.cat([d.offsets for d in draws]))
         if self.flip:
@@ -116,6 +143,15 @@ class DeviceData:
             out[1].copy_(batch[1])
             return out
         return batch
+
+    def _gather(self, idx: Tensor) -> Tensor:
+        """The raw samples `idx` on the device (from the host, pinned, for a streamed split)."""
+        if self.x.device == self.device:
+            return self.x[idx]
+        xb = self.x[idx.cpu()]
+        if self.device.type == "cuda":
+            return xb.pin_memory().to(self.device, non_blocking=True)
+        return xb.to(self.device)
 
     def _crop(self, xb: Tensor, offsets: Tensor) -> Tensor:
         """Zero-pad the raw batch by `crop_padding` and take one HxW crop per sample at
@@ -137,6 +173,24 @@ class DeviceData:
             rows.view(b, 1, h, 1),
             cols.view(b, 1, 1, w),
         ]
+
+
+class _Rows(Dataset):
+    """Batch i of an epoch: the rows order[i*B:(i+1)*B] of the .npy file `path`, uint8, read
+    in a loader's worker (which maps the file itself: nothing large crosses processes)."""
+
+    def __init__(self, path: Path, order: Tensor, batch_size: int, batches: int) -> None:
+        self.path, self.order, self.batch_size, self.batches = path, order, batch_size, batches
+        self.x: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __getitem__(self, i: int) -> Tensor:
+        if self.x is None:
+            self.x = np.load(self.path, mmap_mode="r")
+        rows = self.order[i * self.batch_size : (i + 1) * self.batch_size].numpy()
+        return torch.from_numpy(self.x[rows])
 
 
 class Draw(NamedTuple):

@@ -52,6 +52,13 @@ class RawData:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # a source with a validation split of its own (image_folder's val/, or carved in its cache)
+    val_x: Tensor | None = None
+    val_y: Tensor | None = None
+    # digest of the files read (a run refuses to resume on other files), and the .npy file each
+    # split's x maps (what a streamed split reads from)
+    fingerprint: str | None = None
+    files: dict[str, Path] | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -34,7 +34,7 @@ def evaluate_samples(model: nn.Module, data: DeviceData,
     (a bool tensor left on the device: the caller decides when it crosses to the host)."""
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=data.x.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=data.device)
     hits = []
     for x, y in data.batches(None):
         with fast.autocast():
@@ -54,8 +54,8 @@ def topk_metrics(model: nn.Module, data: DeviceData, fast: FastPath = FP32) -> d
     'top5_err') over every sample of `data`; top-5 counts all classes if there are fewer."""
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=data.x.device)
-    correct = torch.zeros(2, dtype=torch.int64, device=data.x.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=data.device)
+    correct = torch.zeros(2, dtype=torch.int64, device=data.device)
     for x, y in data.batches(None):
         with fast.autocast():
             logits = model(fast.inputs(x)).float()
@@ -96,7 +96,7 @@ def evaluate_states(model: nn.Module, states: list[dict[str, Tensor]], data: Dev
     each state runs through the model's own kernels, giving evaluate()'s numbers exactly.
     `model` itself is left as it is (its copy in eval mode is the template)."""
     if group is None:
-        group = 8 if data.x.device.type == "cuda" else 1
+        group = 8 if data.device.type == "cuda" else 1
     unique, index = distinct(states)
     template = copy.deepcopy(model).eval()
     names = [n for n, _ in template.named_parameters()] + [n for n, _ in template.named_buffers()]
@@ -110,8 +110,8 @@ def evaluate_states(model: nn.Module, states: list[dict[str, Tensor]], data: Dev
         chunk = unique[start:start + group]
         k = len(chunk)
         stacked = {n: torch.stack([s[n] for s in chunk]) for n in names} if k > 1 else None
-        loss_sum = torch.zeros(k, dtype=torch.float64, device=data.x.device)
-        correct = torch.zeros(k, dtype=torch.int64, device=data.x.device)
+        loss_sum = torch.zeros(k, dtype=torch.float64, device=data.device)
+        correct = torch.zeros(k, dtype=torch.int64, device=data.device)
         for x, y in data.batches(None):
             with fast.autocast(), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "There is a performance drop")  # such loops

@@ -66,6 +66,9 @@ def feature_types(cfg: DictConfig) -> list[type[Feature]]:
 
 def check_config(cfg: DictConfig) -> None:
     """One-line ConfigError for values the run cannot use, and the data it cannot find."""
+    # their code imports, and a factory's own checks (src/core/build.py)
+    for node in (cfg.model, cfg.dataset.source, cfg.optimizer):
+        check_settings(node)
     for key, low, high in (("num_bits", 1, 32), ("workers", 1, None), ("epochs", 1, None),
                            ("batch_size", 1, None)):
         value = cfg[key]
@@ -95,7 +98,6 @@ def check_config(cfg: DictConfig) -> None:
                           f"{', '.join(n for n in names if n.endswith('val_acc'))} (or another "
                           f"<model/>[best/]<train|val|test>_<loss|acc>)")
     check_present(cfg.dataset)
-    check_settings(cfg.model)
 
 
 
@@ -160,6 +162,8 @@ class Classify:
                  f"{num_params:,}", self.device, len(self.data.train), cfg.workers)
         facts: dict[str, Any] = {"num_params": num_params, "device": str(self.device),
                                  "workers": cfg.workers, "processes": self.dist.world}
+        if self.data.fingerprint is not None:
+            facts.update(data_fingerprint=self.data.fingerprint, data_streamed=self.data.streamed)
         if ex is not None:
             if not self.dist.enabled:
                 log.info("gradient exchange: the %s step (compression.fused=%s)",
@@ -181,10 +185,17 @@ class Classify:
         return {**self.state.state_dict(), "model": p.model.state_dict(),
                 "optimizer": p.optimizer.state_dict(), "scheduler": p.scheduler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
-                "exchange": p.exchange.state_dict() if p.exchange is not None else None}
+                "exchange": p.exchange.state_dict() if p.exchange is not None else None,
+                "data_fingerprint": self.data.fingerprint}
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> int:
         p = self.parts
+        was = ckpt.get("data_fingerprint")
+        if was != self.data.fingerprint:
+            raise ConfigError(f"dataset.root={self.cfg.dataset.get('root')} changed since this "
+                              f"run started (files added, removed or resized; digest {was} is "
+                              f"now {self.data.fingerprint}): restore the folder, or train on "
+                              f"it afresh in another hydra.run.dir")
         p.model.load_state_dict(ckpt["model"])
         p.optimizer.load_state_dict(ckpt["optimizer"])
         p.scheduler.load_state_dict(ckpt["scheduler"])

@@ -132,9 +132,11 @@ def check_pruning(cfg: DictConfig) -> tuple[Mode, list[float]]:
 def check_config(cfg: DictConfig) -> None:
     """The experiment's one-line ConfigError (src.tasks.check_config); its reference run and
     its cells check their own configs as they start."""
+    # their code imports, and a factory's own checks (src/core/build.py)
+    for node in (cfg.model, cfg.dataset.source, cfg.optimizer):
+        check_settings(node)
     check_pruning(cfg)
     check_present(cfg.dataset)
-    check_settings(cfg.model)
 
 
 def reference_config(cfg: DictConfig) -> DictConfig:

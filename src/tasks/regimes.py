@@ -71,6 +71,8 @@ def step_size(dt: float, temp: float | None, bs: int, width: int) -> tuple[float
 
 
 def check_config(cfg: DictConfig) -> None:
+    for node in (cfg.model, cfg.dataset.source):  # their code imports; a factory's checks
+        check_settings(node)
     task = cfg.task
     if cfg.workers != 1:
         raise ConfigError(f"workers={cfg.workers}: task=regimes runs one process; use workers=1")
@@ -93,7 +95,6 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"dataset={cfg.dataset.name} is not a binary dataset of task=regimes: "
                           f"use dataset=teacher_student, mnist_parity or cifar_animal")
     check_present(cfg.dataset)
-    check_settings(cfg.model)
 
 
 def loss_ladder(start: float, points: int, floor: float) -> np.ndarray:

@@ -35,6 +35,8 @@ LINKED = ("train.py", "tune.py", "eval.py", "plots.py", "conf", "src", "hydra_pl
 SKIPPED = {"make test": "this suite itself",
            "make bench": "ten minutes: tests/e2e/test_benchmarks.py runs the suite at tiny sizes",
            "bash benchmarks/gpu.sh --dry": "test_the_gpu_kits_dry_mode_as_the_readme_shows_it"}
+# pages whose commands another test runs, in the workspace they need
+RUN_ELSEWHERE = {"extending.md": "tests/e2e/test_extending.py: a project folder beside trainkit"}
 # (pattern of a command, settings appended to each train.py / tune.py / torchrun invocation)
 FAST = [
     (r"", ["debug=fast"]),
@@ -69,7 +71,8 @@ def readme_commands() -> list[str]:
     """The bash commands of the ```bash blocks of README.md and docs/, continuation lines and
     loops joined."""
     commands, block, pending = [], False, ""
-    for line in (line for page in pages() for line in page.read_text().splitlines()):
+    shown = (page for page in pages() if page.name not in RUN_ELSEWHERE)
+    for line in (line for page in shown for line in page.read_text().splitlines()):
         if line.startswith("```"):
             block = line.strip() == "```bash" and not block
             continue

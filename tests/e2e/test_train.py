@@ -186,3 +186,56 @@ def test_joblib_launcher_runs_trainings_in_parallel(tmp_path):
     runs = [summary(d) for d in tmp_path.iterdir() if d.is_dir()]
     assert len(runs) == 2 and all(r["status"] == "completed" for r in runs)
     assert runs[0]["metrics"] != runs[1]["metrics"]  # two seeds, two different trainings
+
+
+def killed_and_resumed(run_dir: Path, args: list[str], resume: bool = True) -> None:
+    """train.py into run_dir, SIGKILLed once its first checkpoint is written, then again
+    (resume)."""
+    cmd = [sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}", "trainer.progress=false"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "summary.json").exists(), "run ended before the kill: lengthen it"
+    if resume:
+        train(run_dir, *args)
+
+
+@pytest.mark.slow
+def test_an_image_folder_resident_or_streamed_resumes_bit_identical_and_refuses_a_changed_folder(
+        tmp_path):
+    from tests.helpers.datafiles import write_image_folder
+
+    root = write_image_folder(tmp_path / "images", {"train": 60, "test": 4}, size=16)
+    args = ["dataset=image_folder", f"dataset.root={root}", f"data_dir={tmp_path / 'data'}",
+            "dataset.val_size=20", "model=resnet20", "epochs=4", "batch_size=16", "device=cpu",
+            "logger=none"]
+    runs = {}
+    for resident in ("true", "false"):
+        whole, killed = tmp_path / f"whole_{resident}", tmp_path / f"killed_{resident}"
+        train(whole, *args, f"dataset.resident={resident}")
+        killed_and_resumed(killed, [*args, f"dataset.resident={resident}"])
+        a, b = summary(whole), summary(killed)
+        assert b["status"] == "completed" and a["metrics"] == b["metrics"]
+        assert b["data_streamed"] is (resident == "false")
+        strip = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in history(whole)]
+        assert strip == [{k: v for k, v in r.items() if k not in TIMING_KEYS}
+                         for r in history(killed)]
+        runs[resident] = strip
+    assert runs["true"] == runs["false"]  # streaming delivers the resident batches
+    # a folder that changed under a run is refused on resume, in one line, changing nothing
+    half = tmp_path / "half"
+    killed_and_resumed(half, args, resume=False)
+    def files() -> dict[Path, bytes]:  # the killed process's stale lock is taken and let go
+        return {p: p.read_bytes() for p in half.rglob("*") if p.is_file() and p.name != "run.lock"}
+
+    before = files()
+    from PIL import Image
+    Image.new("RGB", (16, 16)).save(root / "train/class0/added.png")
+    proc = train(half, *args, check=False)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"dataset.root={root} changed since this run started" in line
+    assert before == files()

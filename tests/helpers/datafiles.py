@@ -77,3 +77,19 @@ def write_mnist_tree(root: Path, folder: str) -> dict[str, np.ndarray]:
     write_idx(raw, "train", arrays["train_x"], arrays["train_y"])
     write_idx(raw, "t10k", arrays["test_x"], arrays["test_y"])
     return arrays
+
+
+def write_image_folder(root: Path, splits: dict[str, int], classes: int = 3, size: int = 12,
+                       seed: int = 0) -> Path:
+    """An ImageFolder tree: root/<split>/class<c>/<i>.png|.jpg, `splits[split]` images per
+    class, alternately PNG and JPEG, each class a brightness band plus noise (learnable)."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    for split, n in splits.items():
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = (rng.integers(0, 60, (size, size, 3)) + c * 80).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / (f"{i}.png" if i % 2 else f"{i}.jpg"))
+    return root

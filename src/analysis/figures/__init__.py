@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from src.analysis.runs import Run
+from src.core.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,31 @@ DEFAULT_METRIC = {"phase_diagram": "test_err"}
 
 
 def draw(kind: str, runs: list[Run], opts: Options, out_dir: Path) -> Result:
-    """Draw figure kind `kind` (a key of KINDS)."""
+    """Draw figure kind `kind`: a key of KINDS, or the dotted path of a function of the user's
+    own package with the kinds' signature (figure=mylab.figures.loss_gap: docs/extending.md)."""
     import importlib
 
-    module, name = KINDS[kind][0].rsplit(".", 1)
-    function: Kind = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    if kind in KINDS:
+        module, name = KINDS[kind][0].rsplit(".", 1)
+        function: Kind = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    else:
+        function = user_kind(kind)
     return function(runs, opts, out_dir)
+
+
+def user_kind(path: str) -> Kind:
+    """The function at dotted `path`, or a one-line ConfigError that says what to fix."""
+    import importlib
+
+    module, _, name = path.rpartition(".")
+    if not module:
+        raise ConfigError(f"figure={path} is not a figure kind: use one of {', '.join(KINDS)}, "
+                          f"or the dotted path of your own (mylab.figures.loss_gap)")
+    try:
+        function = getattr(importlib.import_module(module), name, None)
+    except ImportError as e:
+        raise ConfigError(f"figure={path}: cannot import {module} ({e}): put its package on "
+                          f"PYTHONPATH") from None
+    if not callable(function):
+        raise ConfigError(f"figure={path}: {module} has no function {name}")
+    return function

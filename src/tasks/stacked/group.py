@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.compression.fused import compiler_missing
 from src.core.errors import ConfigError
 from src.core.keys import flatten, neutral
+from src.core.memory import free_memory
 from src.data.bundle import build_data
 from src.engine.distributed import Dist, resolve_device
 from src.engine.stack import unstackable
@@ -109,15 +110,6 @@ def slot_count(setting: int | str, jobs: int, per_slot: int, device: torch.devic
     log.info("slots=auto: %d slot(s) (about %.1f MB each; %.1f GB free on %s)", slots,
              per_slot / 2**20, free / 2**30, device)
     return slots
-
-
-def free_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return 8 * 2**30
 
 
 def slot_bytes(model: torch.nn.Module, states: int, batch_elements: int) -> int:

@@ -13,7 +13,12 @@ from src.cli.entry import run_name
 from src.core.errors import ConfigError
 from src.lifecycle.identity import config_digest
 from src.tasks.classify import check_config, run
-from tests.helpers.datafiles import write_cifar10, write_cifar100, write_mnist_tree
+from tests.helpers.datafiles import (
+    write_cifar10,
+    write_cifar100,
+    write_image_folder,
+    write_mnist_tree,
+)
 from tests.helpers.runs import CONF, SMALL_FAKE, compose_train
 
 GROUPS = ["dataset", "model", "optimizer", "scheduler", "averaging", "compression", "pruning",
@@ -30,8 +35,10 @@ def test_every_option_composes_and_passes_the_checks(group, option, tmp_path):
     write_cifar100(tmp_path)
     write_mnist_tree(tmp_path, "MNIST")
     write_mnist_tree(tmp_path, "FashionMNIST")
+    write_image_folder(tmp_path / "images", {"train": 2})
     task = ["task=regimes"] if group == "dataset" and option in REGIMES_DATASETS else []
-    cfg = compose_train([*task, f"{group}={option}", f"data_dir={tmp_path}"])
+    folder = [f"dataset.root={tmp_path / 'images'}"] if option == "image_folder" else []
+    cfg = compose_train([*task, f"{group}={option}", f"data_dir={tmp_path}", *folder])
     get_method(cfg.task.run.rsplit(".", 1)[0] + ".check_config")(cfg)
     OmegaConf.to_container(cfg, resolve=True)  # no dangling interpolation
 
