@@ -15,8 +15,8 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 # The config groups whose chosen option a run records (.hydra/hydra.yaml's runtime.choices),
 # in the order --help lists them. conf/trainer/ (one option), conf/hydra/ and conf/logger/ (where
 # the numbers go, not what they are) are not among them.
-GROUPS = ("task", "dataset", "model", "optimizer", "scheduler", "averaging", "compression",
-          "pruning", "lr_grid", "experiment", "debug")
+GROUPS = ("task", "dataset", "model", "optimizer", "scheduler", "averaging", "augment",
+          "compression", "pruning", "lr_grid", "experiment", "debug")
 
 HYDRA_DIR = ".hydra"  # Hydra's record of the job: config.yaml, hydra.yaml, overrides.yaml
 CONFIG = f"{HYDRA_DIR}/config.yaml"

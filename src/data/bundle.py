@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from src.core.errors import ConfigError, UserError
 from src.core.memory import free_memory
+from src.data.augment import Recipe
 from src.data.loader import DeviceData, split_train_val, subset
 from src.data.sources import RawData
 
@@ -51,13 +52,14 @@ def check_present(dataset: DictConfig) -> None:
 
 
 def build_data(cfg: DictConfig, batch_size: int, eval_batch_size: int,
-               device: torch.device) -> DataBundle:
+               device: torch.device, augment: DictConfig | None = None) -> DataBundle:
     """Read the dataset named by `cfg` (a conf/dataset/*.yaml node), split and move it to `device`.
 
     The validation split is carved from the training set with `cfg.split_seed`, independent of the
     run seed; the official test set is kept for the final evaluation. With `val_split: test` the
     test set is also the validation set and every training sample trains. `train_limit` and
-    `eval_limit` keep only the first samples (debug runs).
+    `eval_limit` keep only the first samples (debug runs). augment: the run's `augment`
+    node (src/data/augment.py), for the training batches.
     """
     try:
         raw: RawData = instantiate(cfg.source)
@@ -108,7 +110,8 @@ def build_data(cfg: DictConfig, batch_size: int, eval_batch_size: int,
     aug = cfg.augment
     train = DeviceData(tx, ty, mean, std, batch_size, shuffle=True, drop_last=True,
                        crop_padding=aug.crop_padding, flip=aug.flip, device=device,
-                       stream=files["train"], stream_workers=workers)
+                       stream=files["train"], stream_workers=workers,
+                       recipe=Recipe.from_config(augment), num_classes=raw.num_classes)
     if len(train) == 0:
         raise ConfigError(f"batch_size={batch_size} is larger than the {len(ty)} training "
                           f"samples: lower batch_size (or workers)")

@@ -20,6 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from src.core.errors import ConfigError
+from src.data.augment import Mix, Recipe
+
 
 class DeviceData:
     """Batches over (x, y) tensors that already sit on the training device.
@@ -27,6 +30,8 @@ class DeviceData:
     x: (N, C, H, W) uint8 or float32 in raw units; y: (N,) int64. mean/std are per-channel in
     the units of x. Augmentation (random crop with zero padding, horizontal flip) is meant for
     training data only; eval data uses shuffle=False, drop_last=False and no augmentation.
+    recipe: the augmentations of src/data/augment.py (training data only): with label
+    smoothing or mixing, y of a batch is class probabilities (B, num_classes).
     device: where batches are delivered (default: x's device). stream: the .npy file whose
     first N rows x maps, read by `stream_workers` DataLoader workers (a streamed split); x then
     stays on the CPU.
@@ -46,6 +51,8 @@ class DeviceData:
         device: torch.device | None = None,
         stream: Path | None = None,
         stream_workers: int = 2,
+        recipe: Recipe | None = None,
+        num_classes: int = 0,
     ) -> None:
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
@@ -54,6 +61,11 @@ class DeviceData:
         self.device = torch.device(device) if device is not None else x.device
         self.x, self.y = x, y.to(self.device)
         self.stream, self.stream_workers = stream, stream_workers
+        self.recipe, self.num_classes = recipe, num_classes
+        if recipe is not None and recipe.policy and x.dtype != torch.uint8:
+            raise ConfigError(f"augment.policy={recipe.policy} transforms 8-bit images "
+                              f"(cifar10, image_folder, ...): this dataset holds {x.dtype} "
+                              f"values; set augment.policy=null")
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.batch_size = batch_size
@@ -109,7 +121,9 @@ class DeviceData:
                                      device=dev) if self.crop_padding > 0 else None)
             flips = (torch.rand(b, generator=generator, device=dev) < 0.5 if self.flip
                      else None)
-            yield Draw(idx, offsets, flips)
+            mix = (self.recipe.draw(generator, dev, tuple(self.x.shape[2:4]))
+                   if self.recipe is not None else None)
+            yield Draw(idx, offsets, flips, mix)
 
     def assemble(self, draws: Sequence[Draw], out: tuple[Tensor, Tensor] | None = None,
                  rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -121,8 +135,17 @@ class DeviceData:
         gathered from a normalised copy of the split, made once: normalising commutes with
         gathering and flipping, and a step then allocates nothing.
         rows: the raw samples of `draws` already gathered (a streamed split's loader)."""
+        if self.recipe is not None and len(draws) > 1:  # each draw mixes within its own batch
+            parts = [self.assemble([d]) for d in draws]
+            batch = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            if out is None:
+                return batch
+            out[0].copy_(batch[0])
+            out[1].copy_(batch[1])
+            return out
         idx = draws[0].idx if len(draws) == 1 else torch.cat([d.idx for d in draws])
-        if out is not None and self.crop_padding == 0 and self.stream is None:
+        if (out is not None and self.crop_padding == 0 and self.stream is None
+                and self.recipe is None):
             if self._normalised is None:
                 self._normalised = (self.x.float() - self.mean) / self.std
             x, y = out
@@ -137,7 +160,14 @@ class DeviceData:
         if self.flip:
             flips = torch.cat([d.flips for d in draws])
             xb = torch.where(flips.view(-1, 1, 1, 1), xb.flip(3), xb)
+        mix = draws[0].mix
+        if mix is not None:
+            assert self.recipe is not None
+            xb = self.recipe.transform(xb, mix)
         batch = ((xb.float() - self.mean) / self.std, self.y[idx])
+        if mix is not None:
+            assert self.recipe is not None
+            batch = self.recipe.mixed(*batch, mix, self.num_classes)
         if out is not None:
             out[0].copy_(batch[0])
             out[1].copy_(batch[1])
@@ -195,11 +225,12 @@ class _Rows(Dataset):
 
 class Draw(NamedTuple):
     """The random part of one batch: sample indices (B,), crop offsets (B, 2) or None, flips
-    (B,) bool or None (DeviceData.draws)."""
+    (B,) bool or None, and the recipe's choices or None (DeviceData.draws)."""
 
     idx: Tensor
     offsets: Tensor | None
     flips: Tensor | None
+    mix: Mix | None = None
 
 
 def split_train_val(

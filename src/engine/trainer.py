@@ -24,6 +24,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src.compression.exchange import GradientExchange
 from src.core.keys import RAW, metric_prefix
+from src.data.augment import correct
 from src.data.bundle import DataBundle
 from src.engine.distributed import Dist, all_sum
 from src.engine.evaluation import evaluate, evaluate_samples
@@ -207,10 +208,10 @@ class Trainer:
                 logits = self.forward_model(x)
                 loss = self.loss_fn(logits, y)
             self.fast.backward(loss)
-            return loss.detach() * y.numel(), (logits.detach().argmax(dim=1) == y).sum()
+            return loss.detach() * len(y), correct(logits.detach(), y)
         b = self.settings.batch_size
         loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        right = torch.zeros((), dtype=torch.int64, device=self.device)
         for row, w in enumerate(self.local_workers):
             xs, ys = x[w * b:(w + 1) * b], y[w * b:(w + 1) * b]
             if self.simulated:
@@ -222,11 +223,11 @@ class Trainer:
             self.fast.backward(loss)  # under torchrun the DDP hook exchanges gradients here
             if self.simulated:
                 self.exchange.capture(row)
-            loss_sum += loss.detach() * ys.numel()
-            correct += (logits.detach().argmax(dim=1) == ys).sum()
+            loss_sum += loss.detach() * len(ys)
+            right += correct(logits.detach(), ys)
         if self.simulated:
             self.exchange.reduce()
-        return loss_sum, correct
+        return loss_sum, right
 
     def train_epoch(self, epoch: int, state: TrainState) -> dict:
         model, opt, seed = self.model, self.optimizer, self.settings.seed
@@ -243,10 +244,10 @@ class Trainer:
         t0 = time.perf_counter()
         for i, (x, y) in enumerate(self.data.train.batches(gen), start=1):
             opt.zero_grad(set_to_none=not self.simulated)
-            loss_sum, correct = self.gradients(x, y)
+            loss_sum, right = self.gradients(x, y)
             lr = opt.param_groups[0]["lr"]
             # the mean over the step's W x batch_size samples, on the device
-            batch_loss = all_sum(loss_sum, self.dist).float() / y.numel() if self.needs_loss \
+            batch_loss = all_sum(loss_sum, self.dist).float() / len(y) if self.needs_loss \
                 else None
             self.fast.step(opt, self.params, self.settings.grad_clip, loss=batch_loss)
             for feature in self.features:
@@ -254,8 +255,8 @@ class Trainer:
             self.scheduler.step()
             state.step += 1
             interval[0] += loss_sum
-            interval[1] += correct
-            interval_seen += y.numel()
+            interval[1] += right
+            interval_seen += len(y)
             if i % self.settings.log_every == 0 or i == steps:
                 loss, totals = self.log_interval(state.step, epoch, lr, interval, interval_seen)
                 sums += totals

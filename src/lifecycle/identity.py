@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 
 # Settings added after runs were made, with the value that reproduces those runs: at that value
 # they leave the digest as it was, so older run directories still resume and are still found.
-ADDED_LATER = {"task.dynamics": "sgd"}
+ADDED_LATER = {"task.dynamics": "sgd", "augment.label_smoothing": 0.0, "augment.mixup_alpha": 0.0,
+               "augment.cutmix_alpha": 0.0, "augment.prob": 1.0, "augment.switch_prob": 0.5,
+               "augment.policy": None, "augment.num_ops": 2, "augment.magnitude": 9}
 # Values renamed after runs were made (the tasks moved to src/tasks/): the digest keeps the
 # name those runs were made with, so they resume and their pruning references are found.
 RENAMED = {"task.run": {"src.tasks.classify.run": "src.runner.run",

@@ -117,7 +117,7 @@ class Classify:
         # step on W*B samples.
         if data is None:
             data = build_data(cfg.dataset, cfg.batch_size * cfg.workers,
-                              cfg.trainer.eval_batch_size, device)
+                              cfg.trainer.eval_batch_size, device, cfg.get("augment"))
         self.data = data
         model = build(cfg.model, input_shape=data.input_shape,
                       num_classes=data.num_classes).to(device)

@@ -206,12 +206,13 @@ def killed_and_resumed(run_dir: Path, args: list[str], resume: bool = True) -> N
 @pytest.mark.slow
 def test_an_image_folder_resident_or_streamed_resumes_bit_identical_and_refuses_a_changed_folder(
         tmp_path):
+    """With Mixup, CutMix, label smoothing and RandAugment drawn from the run's generator."""
     from tests.helpers.datafiles import write_image_folder
 
     root = write_image_folder(tmp_path / "images", {"train": 60, "test": 4}, size=16)
     args = ["dataset=image_folder", f"dataset.root={root}", f"data_dir={tmp_path / 'data'}",
             "dataset.val_size=20", "model=resnet20", "epochs=4", "batch_size=16", "device=cpu",
-            "logger=none"]
+            "logger=none", "augment=mixup_cutmix", "augment.policy=randaugment"]
     runs = {}
     for resident in ("true", "false"):
         whole, killed = tmp_path / f"whole_{resident}", tmp_path / f"killed_{resident}"

@@ -89,7 +89,7 @@ def user_kind(path: str) -> Kind:
     module, _, name = path.rpartition(".")
     if not module:
         raise ConfigError(f"figure={path} is not a figure kind: use one of {', '.join(KINDS)}, "
-                          f"or the dotted path of your own (mylab.figures.loss_gap)")
+                          f"or the dotted path of your own (docs/extending.md)")
     try:
         function = getattr(importlib.import_module(module), name, None)
     except ImportError as e:

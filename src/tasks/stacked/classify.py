@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from src.averaging.stacked import StackedEMA
+from src.data.augment import correct
 from src.data.bundle import DataBundle
 from src.data.loader import Draw
 from src.engine.fast_path import FastPath
@@ -69,7 +70,10 @@ class ClassifyStack:
                                self.stack.sizes, len(ema.decays)) if ema is not None else None)
         dev = self.device
         self.x = torch.zeros(slots, self.batch, *data.input_shape, device=dev)
-        self.y = torch.zeros(slots, self.batch, dtype=torch.int64, device=dev)
+        recipe = data.train.recipe  # soft targets: class probabilities (src/data/augment.py)
+        self.y = (torch.zeros(slots, self.batch, data.num_classes, device=dev)
+                  if recipe is not None and recipe.soft
+                  else torch.zeros(slots, self.batch, dtype=torch.int64, device=dev))
         dtype = self.stack.flat.dtype
         self.lr = torch.zeros(self.steps, slots, dtype=dtype, device=dev)
         self.ema_w = (torch.zeros(self.steps, slots, len(ema.decays), dtype=torch.float64,
@@ -157,18 +161,20 @@ class ClassifyStack:
         draws = [next(run.batches) for _, run in active]
         if len(active) == self.slots:
             self.data.train.assemble(draws, out=(self.x.view(-1, *self.x.shape[2:]),
-                                                 self.y.view(-1)))
+                                                 self.y.view(-1, *self.y.shape[2:])))
         else:
             x, y = self.data.train.assemble(draws)
             rows = [k for k, _ in active]
-            self.x[rows], self.y[rows] = x.view(-1, *self.x.shape[1:]), y.view(len(rows), -1)
+            self.x[rows] = x.view(-1, *self.x.shape[1:])
+            self.y[rows] = y.view(len(rows), *self.y.shape[1:])
         stack, slots, batch = self.stack, self.slots, self.batch
         masks = (stack.masks(batch, [r.dropout if r is not None else None for r in self.runs])
                  if stack.sites else None)
         stack.zero_grad()
         with self.fast.autocast():
             logits = stack.forward(self.x, masks)
-            losses = F.cross_entropy(logits.reshape(slots * batch, -1), self.y.reshape(-1),
+            losses = F.cross_entropy(logits.reshape(slots * batch, -1),
+                                     self.y.reshape(slots * batch, *self.y.shape[2:]),
                                      reduction="none").view(slots, batch).mean(1)
         losses.sum().backward()
         grad = stack.grad
@@ -182,9 +188,9 @@ class ClassifyStack:
             if self.ema is not None:
                 self.ema.update(self.ema_w[self.pos, self.arange])
             self.pos.add_(1).remainder_(self.steps)  # empty places wrap around
-            correct = (logits.detach().argmax(dim=-1) == self.y).sum(dim=1)
+            right = correct(logits.detach(), self.y)
             # the solo loop sums loss * samples in float32, then adds it to a float64 interval
-            self.interval += torch.stack([(losses.detach() * batch).double(), correct.double()],
+            self.interval += torch.stack([(losses.detach() * batch).double(), right.double()],
                                          dim=1)
         return self.after_step(active)
 

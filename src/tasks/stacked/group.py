@@ -160,7 +160,7 @@ def run_group(jobs: list[StackJob], slots: int | str, lock_wait_s: float = 0.0,
         report.step = "compiled" if fast else "eager"
         return report
     bundle = build_data(first.dataset, first.batch_size * first.workers,
-                        first.trainer.eval_batch_size, device)
+                        first.trainer.eval_batch_size, device, first.get("augment"))
     scratch = Path(os.devnull)
     template = classify.Classify(first, scratch, Dist(), device, bundle)
     sample = torch.zeros(min(2, bundle.train.batch_size), *bundle.input_shape, device=device)

@@ -47,6 +47,10 @@ CLASSIFY = {
     "resnet20": (["model=resnet20", "epochs=1", "device=cpu", "optimizer.lr=0.01", *TINY_IMAGES,
                   "batch_size=64", "dataset.train_limit=256", *QUIET],
                  [["seed=0"], ["seed=1", "optimizer.lr=0.02", "averaging.decays=[0.8,0.95]"]]),
+    # Mixup, CutMix and label smoothing drawn per slot from each slot's own generator
+    "augment": (["model=mlp", "augment=mixup_cutmix", "epochs=2", "device=cpu", *TINY_IMAGES,
+                 *QUIET],
+                [["seed=0"], ["seed=1", "optimizer.lr=0.02"]]),
 }
 # resnet20 on 8x8 images is chaotic in float32: BatchNorm over a 2x2 last stage amplifies the
 # stack's reordered sums (1e-7) by 10^2-10^4 within a few steps, by an amount that depends on
