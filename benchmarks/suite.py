@@ -42,6 +42,9 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
                 ["--setups", "perceptron", "--runs", "3", "--steps", "50", "--ptr", "256",
                  "--rounds", "1"]),
     "tune": ([], ["--trials", "4", "--epochs", "2"]),
+    "image_folder": (["--images", "50000", "--batches", "200", "--steps", "10", "--rounds", "3"],
+                     ["--images", "300", "--batch", "32", "--batches", "4", "--steps", "2",
+                      "--rounds", "1"]),
     "throughput": (["--models", "resnet20", "--images", "768", "--eval-images", "200", "--epochs",
                     "2", "--rounds", "5"],
                    ["--models", "mlp", "--batches", "32", "--images", "300", "--epochs", "1",
@@ -137,10 +140,28 @@ def rows_tune(d: dict) -> list[list[str]]:
     return out
 
 
+def rows_image_folder(d: dict) -> list[list[str]]:
+    data, e2e, first = d["delivery"], d["end_to_end"], d["first_read"]
+    return [["image_folder", f"data delivery, {d['images']} 32x32 PNGs: ours device-resident vs "
+             f"torchvision ImageFolder + DataLoader (2 workers)",
+             f"{data['resident']['ratio']:.1f}x", _spread(data["resident"], "ratio"),
+             f"{d['rounds']} rotating rounds"],
+            ["image_folder", "data delivery: ours streamed from the uint8 cache (2 workers) vs "
+             "the same", f"{data['streamed']['ratio']:.1f}x", _spread(data["streamed"], "ratio"),
+             f"{d['rounds']} rotating rounds"],
+            ["image_folder", f"ResNet-20 training steps fed by ours vs by torchvision's (the "
+             f"model is {100 * e2e['model_share_of_step']:.0f}% of our step)",
+             f"{e2e['resident']['ratio']:.2f}x", _spread(e2e["resident"], "ratio"),
+             f"{d['rounds']} rotating rounds"],
+            ["image_folder", f"first read: decode and cache at {first['cache_mb_s']:.1f} MB/s, "
+             f"against reading the bytes at {first['read_only_mb_s']:.0f} MB/s",
+             f"{first['share_of_read_speed']:.3f}", "-", "one read"]]
+
+
 ROWS: dict[str, Callable[[dict], list[list[str]]]] = {
     "evaluation": rows_evaluation, "pruning": rows_pruning, "compression": rows_compression,
     "regimes": rows_regimes, "stacked": rows_stacked, "throughput": rows_throughput,
-    "tune": rows_tune}
+    "tune": rows_tune, "image_folder": rows_image_folder}
 
 
 def table(results: dict[str, dict], info: dict, seconds: dict[str, float]) -> str:

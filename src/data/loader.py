@@ -155,10 +155,10 @@ class DeviceData:
                 x.copy_(torch.where(flips, x.flip(3), x))
             return x, torch.index_select(self.y, 0, idx, out=y)
         xb = rows if rows is not None else self._gather(idx)
-        if self.crop_padding > 0:
-            xb = self._crop(xb, torch.cat([d.offsets for d in draws]))
-        if self.flip:
-            flips = torch.cat([d.flips for d in draws])
+        flips = torch.cat([d.flips for d in draws]) if self.flip else None
+        if self.crop_padding > 0:  # the flip is the crop's columns read backwards
+            xb = self._crop(xb, torch.cat([d.offsets for d in draws]), flips)
+        elif flips is not None:
             xb = torch.where(flips.view(-1, 1, 1, 1), xb.flip(3), xb)
         mix = draws[0].mix
         if mix is not None:
@@ -183,13 +183,15 @@ class DeviceData:
             return xb.pin_memory().to(self.device, non_blocking=True)
         return xb.to(self.device)
 
-    def _crop(self, xb: Tensor, offsets: Tensor) -> Tensor:
+    def _crop(self, xb: Tensor, offsets: Tensor, flips: Tensor | None) -> Tensor:
         """Zero-pad the raw batch by `crop_padding` and take one HxW crop per sample at
-        `offsets` (B, 2) of (top, left) in [0, 2 * padding].
+        `offsets` (B, 2) of (top, left) in [0, 2 * padding], its columns read backwards where
+        `flips` (B,) is set.
 
         Padding the raw values with 0 before normalising matches torchvision's
-        RandomCrop(padding) + ToTensor + Normalize; the crop is a single gather by integer
-        indexing.
+        RandomCrop(padding) + RandomHorizontalFlip + ToTensor + Normalize; the crop and the flip
+        are one gather along each image's flattened pixels (the index broadcast over the
+        channels, never materialised per channel).
         """
         b, c, h, w = xb.shape
         p = self.crop_padding
@@ -197,12 +199,10 @@ class DeviceData:
         padded = F.pad(xb, (p, p, p, p))
         rows = offsets[:, 0:1] + torch.arange(h, device=dev)  # (B, H)
         cols = offsets[:, 1:2] + torch.arange(w, device=dev)  # (B, W)
-        return padded[
-            torch.arange(b, device=dev).view(b, 1, 1, 1),
-            torch.arange(c, device=dev).view(1, c, 1, 1),
-            rows.view(b, 1, h, 1),
-            cols.view(b, 1, 1, w),
-        ]
+        if flips is not None:
+            cols = torch.where(flips.view(-1, 1), cols.flip(1), cols)
+        index = (rows.view(b, h, 1) * (w + 2 * p) + cols.view(b, 1, w)).view(b, 1, h * w)
+        return padded.view(b, c, -1).gather(2, index.expand(b, c, h * w)).view(b, c, h, w)
 
 
 class _Rows(Dataset):

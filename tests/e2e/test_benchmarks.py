@@ -82,3 +82,17 @@ def test_the_trackers_benchmark_prices_every_logger_against_none(tmp_path):
     assert rows["none"]["sweep_vs_none"]["ratio"] == rows["none"]["single_vs_none"]["ratio"] == 1
     for r in rows.values():
         assert r["sweep_s_per_run"] > 0 and r["single_run_s"] > 0
+
+
+def test_the_image_folder_benchmark_reports_delivery_end_to_end_and_the_first_read(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- bench:start -->\n<!-- bench:end -->\n")
+    proc = run_script("benchmarks/suite.py", ["--quick", "--out", str(tmp_path / "cpu"),
+                                              "--readme", str(readme), "--only", "image_folder"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "cpu" / "image_folder.json").read_text())
+    for r in (result["delivery"]["resident"], result["delivery"]["streamed"],
+              result["end_to_end"]["resident"]):
+        assert 0 < r["ratio_min"] <= r["ratio"] <= r["ratio_max"] and r["rounds"] == 1
+    assert result["first_read"]["files"] == 330 and result["first_read"]["cache_mb_s"] > 0
+    assert readme.read_text().count("| image_folder |") == 4
