@@ -84,6 +84,7 @@ def test_the_trackers_benchmark_prices_every_logger_against_none(tmp_path):
         assert r["sweep_s_per_run"] > 0 and r["single_run_s"] > 0
 
 
+@pytest.mark.slow
 def test_the_image_folder_benchmark_reports_delivery_end_to_end_and_the_first_read(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("<!-- bench:start -->\n<!-- bench:end -->\n")

@@ -51,6 +51,7 @@ def bash(work: Path, command: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_the_pages_commands_work_as_typed_with_a_package_outside_the_repository(workspace):
     assert len(commands()) == 3
     for command in commands():
