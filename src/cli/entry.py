@@ -103,7 +103,7 @@ def check_overrides(args: Sequence[str], conf_dir: Path) -> None:
 
     Hydra's own message spans a dozen lines; this one names the group and its options.
     """
-    dirs = [conf_dir] + [Path(v) for v in _option_values(args, ("--config-dir", "-cd"))]
+    dirs = [conf_dir, *config_dirs(args)]
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -119,6 +119,19 @@ def check_overrides(args: Sequence[str], conf_dir: Path) -> None:
             if choice not in options and choice != "null" and not (listed and not choice):
                 fail(f"unknown {group} '{choice}': choose one of {', '.join(options)} "
                      f"(files in conf/{group}/)")
+
+
+def config_dirs(args: Sequence[str]) -> list[Path]:
+    """The user's config folders: --config-dir, and the file:// entries of a
+    hydra.searchpath=[...] override (what Hydra searches beside conf/)."""
+    dirs = [Path(v) for v in _option_values(args, ("--config-dir", "-cd"))]
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") == "hydra.searchpath":
+            dirs += [Path(entry.strip().strip("'\"")[len("file://"):])
+                     for entry in value.strip("[]").split(",")
+                     if entry.strip().strip("'\"").startswith("file://")]
+    return dirs
 
 
 def _option_values(args: Sequence[str], names: tuple[str, ...]) -> list[str]:
@@ -409,7 +422,7 @@ def run_entry_point(main: Callable[[], Any], conf_dir: Path, config_name: str,
     sys.argv[1:] = quote_paths(sys.argv[1:])
     args = sys.argv[1:]
     if help_text is not None and any(a in ("--help", "-h") for a in args):
-        print(help_text([Path(d) for d in _option_values(args, ("--config-dir", "-cd"))]))
+        print(help_text(config_dirs(args)))
         sys.exit(0)
     check_names(args)
     check_overrides(args, conf_dir)

@@ -53,7 +53,7 @@ def bash(work: Path, command: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_the_pages_commands_work_as_typed_with_a_package_outside_the_repository(workspace):
-    assert len(commands()) == 3
+    assert len(commands()) == 4
     for command in commands():
         proc = bash(workspace, command)
         assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
