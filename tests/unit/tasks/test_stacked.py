@@ -62,6 +62,12 @@ CLASSIFY = {
 # loss by 2.1e-3, and another data draw by 5.6e-2.
 RTOL_CHAOTIC = 1e-3
 RTOL_CLASSIFY = {"resnet20": RTOL_CHAOTIC}
+# Its weights drift further than its metrics where the kernels are generic and one thread runs
+# (ATEN_CPU_CAPABILITY=default under pytest-xdist: a CPU without AVX2): largest relative
+# difference of a weight tensor 5.8e-3 against 1.5e-5 with two threads and 6.6e-7 under avx2 or
+# avx512, while the metrics stay within 5.8e-5. The weights are held to 3e-2 (5x the largest);
+# the metrics and history keep 1e-3, which still catches a learning rate 1% off.
+RTOL_WEIGHTS = {"resnet20": 3e-2}
 SMALL_REGIMES = ["task=regimes", "device=cpu", "task.dtype=float64", "logger=none",
                  "task.ckpt_grad_stats=4", "task.ckpt_step_points=3"]
 PERCEPTRON = [*SMALL_REGIMES, "dataset.source.d=8", "dataset.ptr=64", "dataset.pte=64",
@@ -109,7 +115,8 @@ def test_each_classify_run_of_a_stack_is_the_run_trained_alone(family, tmp_path)
     assert len({key(compose_train(c)) for c in configs}) == 1  # one stack
     for got, want in zip(stacked(tmp_path / "stacked", configs),
                          alone(tmp_path / "alone", configs), strict=True):
-        assert_same_run(got, want, RTOL_CLASSIFY.get(family, RTOL32), ATOL32)
+        assert_same_run(got, want, RTOL_CLASSIFY.get(family, RTOL32), ATOL32,
+                        RTOL_WEIGHTS.get(family))
         assert read_json(got / "summary.json")["epochs_completed"] == compose_train(
             configs[0]).epochs
 
