@@ -3,6 +3,8 @@ BatchNorm's running statistics per slot, and dropout drawn per slot as F.dropout
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pytest
 import torch
 from torch import nn
@@ -29,6 +31,36 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
 RTOL_NORM = 1e-5
 
 
+class Pass(NamedTuple):
+    """One slot's (or one network's) forward pass: outputs, flat gradient, buffers after it."""
+
+    out: torch.Tensor
+    grad: torch.Tensor
+    buffers: dict[str, torch.Tensor]
+
+
+def stacked_and_alone(nets: list[nn.Module], shape: tuple[int, ...]) -> list[tuple[Pass, Pass]]:
+    """A forward and backward pass (summed outputs) of a stack of `nets` on one random batch of
+    `shape` per slot, and of each network alone on its slot's batch: (stacked, alone) per slot."""
+    torch.manual_seed(9)
+    x = torch.randn(len(nets), *shape)
+    stack = Stack(nets[0], len(nets), x[0])
+    for k, net in enumerate(nets):
+        stack.load(k, net)
+    out = stack.forward(x)
+    out.sum().backward()
+    pairs = []
+    for k, net in enumerate(nets):
+        net.train()
+        alone = net(x[k])
+        alone.sum().backward()
+        grad = torch.cat([p.grad.reshape(-1) for p in net.parameters()])
+        buffers = dict(net.named_buffers())
+        pairs.append((Pass(out[k], stack.grad[k], {n: stack.buffers[n][k] for n in buffers}),
+                      Pass(alone, grad, buffers)))
+    return pairs
+
+
 def networks(make, slots: int) -> list[nn.Module]:
     out = []
     for k in range(slots):
@@ -43,24 +75,11 @@ def networks(make, slots: int) -> list[nn.Module]:
     ("resnet20 with BatchNorm", lambda: resnet20((3, 8, 8), 10), (3, 8, 8)),
 ])
 def test_outputs_gradients_and_running_statistics_are_each_slots_own(name, make, shape):
-    slots, batch = 3, 6
-    nets = networks(make, slots)
-    torch.manual_seed(9)
-    x = torch.randn(slots, batch, *shape)
-    stack = Stack(nets[0], slots, x[0])
-    for k, net in enumerate(nets):
-        stack.load(k, net)
-    out = stack.forward(x)
-    out.sum().backward()
-    for k, net in enumerate(nets):
-        net.train()
-        alone = net(x[k])
-        alone.sum().backward()
-        torch.testing.assert_close(out[k], alone, rtol=RTOL, atol=ATOL)
-        grad = torch.cat([p.grad.reshape(-1) for p in net.parameters()])
-        assert relative(stack.grad[k], grad) < RTOL_NORM  # summed in another order (below)
-        for buffer_name, b in net.named_buffers():  # running statistics moved per slot
-            torch.testing.assert_close(stack.buffers[buffer_name][k], b, rtol=RTOL, atol=ATOL)
+    for stacked, alone in stacked_and_alone(networks(make, 3), (6, *shape)):
+        torch.testing.assert_close(stacked.out, alone.out, rtol=RTOL, atol=ATOL)
+        assert relative(stacked.grad, alone.grad) < RTOL_NORM  # summed in another order (above)
+        for name, b in alone.buffers.items():  # running statistics moved per slot
+            torch.testing.assert_close(stacked.buffers[name], b, rtol=RTOL, atol=ATOL)
 
 
 
@@ -68,25 +87,12 @@ def test_outputs_gradients_and_running_statistics_are_each_slots_own(name, make,
                                   lambda: torchvision_model((3, 16, 16), 10, "resnet18")],
                          ids=["timm resnet10t", "torchvision resnet18"])
 def test_a_network_by_name_in_a_stack_computes_what_it_computes_alone(make):
-    slots, batch = 2, 8
-    nets = networks(make, slots)
-    torch.manual_seed(9)
-    x = torch.randn(slots, batch, 3, 16, 16)
-    stack = Stack(nets[0], slots, x[0])
-    for k, net in enumerate(nets):
-        stack.load(k, net)
-    out = stack.forward(x)
-    out.sum().backward()
-    for k, net in enumerate(nets):
-        net.train()
-        alone = net(x[k])
-        alone.sum().backward()
-        assert relative(out[k], alone) < RTOL_NORM
-        grad = torch.cat([p.grad.reshape(-1) for p in net.parameters()])
-        assert relative(stack.grad[k], grad) < RTOL_NORM
-        for buffer_name, b in net.named_buffers():
+    for stacked, alone in stacked_and_alone(networks(make, 2), (8, 3, 16, 16)):
+        assert relative(stacked.out, alone.out) < RTOL_NORM
+        assert relative(stacked.grad, alone.grad) < RTOL_NORM
+        for name, b in alone.buffers.items():
             if b.is_floating_point():
-                assert relative(stack.buffers[buffer_name][k], b) < RTOL_NORM, buffer_name
+                assert relative(stacked.buffers[name], b) < RTOL_NORM, name
 
 
 def test_dropout_is_drawn_per_slot_as_f_dropout_draws_it():
